@@ -1,0 +1,257 @@
+"""SCC against an independent straightforward reference (scipy components, Python loops)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.sparse.csgraph import connected_components
+
+import vistoken as vt
+from vistoken.methods.scc import scc_structure, spatial_step
+from vistoken.ops import hub_order, normalize
+
+
+def clustered(t: int, n: int, d: int, k: int, noise: float, seed: int, dtype=torch.float64):
+    """Video-like tokens: each token is one of k prototypes plus noise; prototypes persist."""
+    g = torch.Generator().manual_seed(seed)
+    protos = torch.randn(k, d, generator=g, dtype=torch.float64)
+    assign = torch.randint(0, k, (t, n), generator=g)
+    x = protos[assign] + noise * torch.randn(t, n, d, generator=g, dtype=torch.float64)
+    return x.to(dtype)
+
+
+def ref_components(x: np.ndarray, tau: float):
+    """(members lists in hub order, hub indices) by scipy, with the official ordering."""
+    xn = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    adj = xn @ xn.T > tau
+    np.fill_diagonal(adj, True)
+    deg = adj.sum(1)
+    ncomp, lab = connected_components(adj, directed=False)
+    comps = []
+    for c in range(ncomp):
+        members = np.flatnonzero(lab == c)
+        hub = min(members, key=lambda i: (-deg[i], i))
+        comps.append((hub, members))
+    comps.sort(key=lambda hc: hc[0])
+    return [m for _, m in comps], [h for h, _ in comps]
+
+
+def ref_scc(x: np.ndarray, tau: float):
+    """The official algorithm, written plainly. x: (T, N, D) float64."""
+    t, n, d = x.shape
+    reps, hubs = [], []
+    for f in range(t):
+        members, hub = ref_components(x[f], tau)
+        reps += [x[f][m].mean(0) for m in members]
+        hubs += [f * n + h for h in hub]
+    reps = np.stack(reps)
+    members2, hub2 = ref_components(reps, tau)
+    reps2 = np.stack([reps[m].mean(0) for m in members2])
+    anchors = [hubs[h] for h in hub2]
+    flat = x.reshape(t * n, d)
+    fn = flat / np.maximum(np.linalg.norm(flat, axis=1, keepdims=True), 1e-12)
+    rn = reps2 / np.linalg.norm(reps2, axis=1, keepdims=True)
+    assign = (fn @ rn.T).argmax(1)
+    out = reps2.copy()
+    for k in range(len(reps2)):
+        sel = flat[assign == k]
+        out[k] = (reps2[k] + sel.sum(0)) / (1 + len(sel))
+    return out, assign, np.array(anchors), len(reps)
+
+
+CASES = [
+    # (T, N, D, prototypes, noise, tau)
+    (4, 49, 16, 6, 0.3, 0.8),
+    (3, 64, 32, 10, 0.5, 0.7),
+    (6, 36, 8, 4, 0.2, 0.9),
+    (2, 100, 24, 40, 1.0, 0.5),
+    (1, 196, 16, 12, 0.4, 0.85),
+]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_matches_reference(case):
+    t, n, d, k, noise, tau = case
+    x = clustered(t, n, d, k, noise, seed=sum(case[:4]))
+    out = vt.compress(x, "scc", tau=tau)
+    ref_out, ref_assign, ref_anchor, ref_m1 = ref_scc(x.numpy(), tau)
+    assert out.info["spatial_tokens"] == ref_m1
+    assert out.num_tokens == len(ref_out)
+    np.testing.assert_allclose(out.tokens.numpy(), ref_out, rtol=1e-10, atol=1e-10)
+    assert out.sources.tolist() == ref_assign.tolist()
+    s = math.isqrt(n)
+    anchor = ref_anchor
+    want_pos = np.stack([anchor // n, (anchor % n) // s, (anchor % n) % s], 1)
+    assert out.positions.tolist() == want_pos.tolist()
+
+
+def test_matches_reference_on_random_tokens():
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(5, 25, 12, generator=g, dtype=torch.float64)
+    for tau in (0.0, 0.3, 0.6):
+        out = vt.compress(x, "scc", tau=tau)
+        ref_out, ref_assign, _, _ = ref_scc(x.numpy(), tau)
+        np.testing.assert_allclose(out.tokens.numpy(), ref_out, rtol=1e-10, atol=1e-10)
+        assert out.sources.tolist() == ref_assign.tolist()
+
+
+def test_hub_order_rule():
+    # Path 0-1-2 (1 has the largest degree) and a triangle 3,4,5 (tie -> smallest index 3),
+    # plus a star centred on 7 with leaves 6, 8, 9 (hub 7 > hub 3, but before nothing else).
+    labels = torch.tensor([0, 0, 0, 3, 3, 3, 6, 6, 6, 6])
+    degree = torch.tensor([2, 3, 2, 3, 3, 3, 2, 4, 2, 2])
+    comp, hubs = hub_order(labels, degree)
+    assert hubs.tolist() == [1, 3, 7]
+    assert comp.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2, 2]
+    # A component whose hub comes first although its smallest member comes last.
+    labels = torch.tensor([0, 1, 0, 1])
+    degree = torch.tensor([1, 1, 3, 1])
+    comp, hubs = hub_order(labels, degree)
+    assert hubs.tolist() == [1, 2]
+    assert comp.tolist() == [1, 0, 1, 0]
+
+
+def test_spatial_components_are_ordered_by_hub():
+    # One frame: tokens 0 and 3 are the same direction, 1 and 2 another, 2 duplicated twice
+    # more so that it has the largest degree of its component.
+    e = torch.eye(4, dtype=torch.float64)
+    x = torch.stack([e[0], e[1], e[1], e[0], e[1], e[2]]).unsqueeze(0)
+    comp, hubs, reps = spatial_step(x, normalize(x), 0.9)
+    # degrees: e0 tokens have 2, e1 tokens have 3, e2 has 1; hubs: 0 (tie 0/3 -> 0), 1, 5
+    assert hubs.tolist() == [0, 1, 5]
+    assert comp.tolist() == [0, 1, 1, 0, 1, 2]
+    assert torch.equal(reps, torch.stack([e[0], e[1], e[2]]))
+
+
+def test_final_merge_arithmetic_with_plus_one():
+    # Two clean clusters: the output is (rep + sum of members) / (1 + count).
+    a = torch.tensor([1.0, 0.0], dtype=torch.float64)
+    b = torch.tensor([0.0, 1.0], dtype=torch.float64)
+    x = torch.stack([a, 2 * a, b, 3 * b]).unsqueeze(0)  # one frame, grid (1, 4)
+    out = vt.compress(x, "scc", tau=0.5, grid=(1, 4))
+    rep_a, rep_b = 1.5 * a, 2.0 * b  # spatial means; the temporal step keeps them
+    want_a = (rep_a + a + 2 * a) / 3
+    want_b = (rep_b + b + 3 * b) / 3
+    assert torch.allclose(out.tokens, torch.stack([want_a, want_b]))
+    assert out.sources.tolist() == [0, 0, 1, 1]
+    assert out.info["sizes"].tolist() == [2, 2]
+
+
+def test_strict_threshold():
+    # Two tokens at cosine exactly 0.5: an edge only when tau < 0.5.
+    x = torch.tensor([[1.0, 0.0], [0.5, math.sqrt(3) / 2]], dtype=torch.float64)
+    cos = float(normalize(x)[0] @ normalize(x)[1])
+    assert vt.compress(x, "scc", tau=cos, grid=(1, 2)).num_tokens == 2
+    assert vt.compress(x, "scc", tau=cos - 1e-9, grid=(1, 2)).num_tokens == 1
+
+
+def test_temporal_step_merges_across_frames():
+    x = clustered(8, 16, 12, 3, 0.05, seed=3)
+    out = vt.compress(x, "scc", tau=0.8)
+    assert out.info["spatial_tokens"] >= 8 * 2  # every frame holds several prototypes
+    assert out.num_tokens == 3  # one per prototype across all frames
+    frames_per_output = [out.sources.view(8, 16)[:, :].eq(k).any(1).sum() for k in range(3)]
+    assert all(int(f) > 1 for f in frames_per_output)
+
+
+def test_spatial_count_is_monotone_in_tau():
+    x = clustered(4, 49, 16, 8, 0.6, seed=11)
+    xn = normalize(x)
+    counts = [spatial_step(x, xn, tau)[1].numel() for tau in np.linspace(-0.2, 0.99, 25)]
+    assert counts == sorted(counts)
+    assert counts[0] < counts[-1]
+
+
+@pytest.mark.parametrize("shape", [(8, 49, 16), (1, 196, 32), (3, 50, 8)])
+def test_exact_budgets(shape):
+    x = clustered(*shape, k=12, noise=0.7, seed=shape[0], dtype=torch.float32)
+    total = shape[0] * shape[1]
+    for r in (0.01, 0.05, 0.1, 0.137, 0.25, 0.35, 0.5, 0.77, 0.99):
+        out = vt.compress(x, "scc", retention=r)
+        want = max(1, math.ceil(round(r * total, 9)))
+        assert out.num_tokens == want, (r, out.info)
+        assert out.sources.min() >= 0 and out.sources.max() < want
+        assert out.tokens.shape == (want, shape[2])
+        assert torch.isfinite(out.tokens).all()
+
+
+def test_budget_settling_keeps_best_supported():
+    x = clustered(6, 49, 16, 10, 0.6, seed=5)
+    out = vt.compress(x, "scc", retention=0.13)
+    # the tau found gives at least the budget; any excess was settled
+    st = scc_structure(x, normalize(x), out.info["tau"])
+    assert st.reps.shape[0] - out.info["settled"] == out.num_tokens
+    assert out.info["settled"] >= 0
+
+
+def test_official_mode_equals_exact_below_threshold():
+    x = clustered(6, 196, 16, 12, 0.5, seed=2)  # 1176 < 3234 nodes everywhere
+    a = vt.compress(x, "scc", tau=0.8)
+    b = vt.compress(x, "scc", tau=0.8, mode="official", seed=123)
+    assert torch.equal(a.tokens, b.tokens) and torch.equal(a.sources, b.sources)
+
+
+def test_official_mode_samples_above_threshold():
+    # 20 frames x 196 tokens of near-identical content: 3920 spatial reps > 3234, so the
+    # temporal step samples; the result is seeded (repeatable) and over-segments.
+    x = clustered(20, 196, 64, 20000, 0.01, seed=4)
+    exact = vt.compress(x, "scc", tau=0.9)
+    assert exact.info["spatial_tokens"] > 3234
+    o1 = vt.compress(x, "scc", tau=0.9, mode="official", seed=1)
+    o2 = vt.compress(x, "scc", tau=0.9, mode="official", seed=1)
+    o3 = vt.compress(x, "scc", tau=0.9, mode="official", seed=2)
+    assert torch.equal(o1.tokens, o2.tokens)
+    assert o1.num_tokens >= exact.num_tokens
+    assert not torch.equal(o1.sources, o3.sources) or o1.num_tokens == exact.num_tokens
+
+
+def test_deterministic_bit_for_bit():
+    x = clustered(8, 49, 32, 10, 0.8, seed=9, dtype=torch.float32)
+    a = vt.compress(x, "scc", tau=0.6)
+    b = vt.compress(x.clone(), "scc", tau=0.6)
+    assert torch.equal(a.tokens, b.tokens)
+    assert torch.equal(a.sources, b.sources) and torch.equal(a.positions, b.positions)
+    c = vt.compress(x, "scc", retention=0.2)
+    d = vt.compress(x, "scc", retention=0.2)
+    assert torch.equal(c.tokens, d.tokens) and c.info["tau"] == d.info["tau"]
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision(dtype):
+    x32 = clustered(4, 49, 32, 8, 0.3, seed=1, dtype=torch.float32)
+    x = x32.to(dtype)
+    out = vt.compress(x, "scc", tau=0.8)
+    ref = vt.compress(x.float(), "scc", tau=0.8)  # same values, computed in float32
+    assert out.tokens.dtype == dtype
+    assert torch.isfinite(out.tokens.float()).all()
+    assert torch.equal(out.sources, ref.sources)
+    assert torch.equal(out.tokens, ref.tokens.to(dtype))
+    assert vt.compress(x, "scc", retention=0.1).num_tokens == math.ceil(0.1 * 4 * 49)
+
+
+def test_zero_norm_tokens_do_not_produce_nan():
+    x = clustered(2, 16, 8, 3, 0.2, seed=0, dtype=torch.float32)
+    x[0, :5] = 0
+    x[1, 3] = 0
+    for kw in ({"tau": 0.9}, {"tau": -0.5}, {"retention": 0.2}):
+        out = vt.compress(x, "scc", **kw)
+        assert torch.isfinite(out.tokens).all()
+
+
+def test_large_temporal_graph_uses_packed_rows():
+    # More than 8192 spatial representatives forces the packed-bit adjacency path.
+    from vistoken.ops import components
+
+    x = clustered(10, 900, 8, 3000, 0.02, seed=6, dtype=torch.float32)
+    old = components.DENSE_ADJ_LIMIT
+    try:
+        packed = vt.compress(x, "scc", tau=0.95)
+        components.DENSE_ADJ_LIMIT = 1 << 40
+        dense = vt.compress(x, "scc", tau=0.95)
+    finally:
+        components.DENSE_ADJ_LIMIT = old
+    assert torch.equal(packed.tokens, dense.tokens)
+    assert torch.equal(packed.sources, dense.sources)

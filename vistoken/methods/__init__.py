@@ -1,0 +1,3 @@
+"""Built-in compression methods; importing this package registers them all."""
+
+from . import scc  # noqa: F401

@@ -1,0 +1,247 @@
+"""LLaVA-Scissor: Semantic Connected Components (SCC), training-free.
+
+The official algorithm (REFERENCE.md section 1), with exact connected components:
+
+1. spatial step, per frame: cosine graph (edge when sim > tau, self-loops), connected
+   components, each replaced by the unweighted mean of its members -> M1 tokens;
+2. temporal step, once over all M1 representatives with the same tau -> M2 tokens;
+3. final merge: every original token goes to its most similar representative k, and
+   out_k = (rep_k + sum of its tokens) / (1 + count).
+
+Components are emitted in hub order (the member of largest degree, ties to the smallest
+index; components sorted by hub index), per frame in the spatial step and over the M1
+sequence in the temporal step.
+
+Why exact components by default: the official code samples s = ceil(ln n / epsilon^2)
+nodes with an unseeded RNG and unions only edges that touch them. Below n = 3234 nodes
+(epsilon = 0.05) that is every node, so exact components *are* the official result; above
+it the official result is random and over-segmented. ``mode="official"`` reproduces the
+sampling with a seeded generator, for matching published numbers. (The official read-out
+of the union-find parent array, which silently drops a few nodes from their component's
+mean, is not reproduced: every node contributes to its component.)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ..core import Compressed, register
+from ..ops import (
+    BlockGraph,
+    dense_components,
+    hub_order,
+    nearest,
+    normalize,
+    segment_count,
+    segment_mean,
+    segment_sum,
+    threshold_adjacency,
+    work_dtype,
+)
+from ..ops.components import sample_mask
+from ..ops.similarity import BLOCK_ELEMENTS
+
+DEFAULT_TAU = 0.9
+DEFAULT_EPSILON = 0.05
+MODES = ("exact", "official")
+# Bisection of the tau search: at most this many steps, and never finer than the float32
+# resolution of a cosine near 1 (6e-8): two taus closer than that select the same edges.
+_SEARCH_STEPS = 40
+_SEARCH_TOL = 5e-8
+
+
+@dataclass(frozen=True)
+class SCCStructure:
+    """What the spatial and temporal steps produce for one tau (before the final merge).
+
+    reps: (M2, D) temporal representatives (work dtype); anchors: (M2,) int64 input-token
+    index each stands for (hub of hub); support: (M2,) int64 input tokens each covers;
+    spatial_tokens: M1.
+    """
+
+    reps: Tensor
+    anchors: Tensor
+    support: Tensor
+    spatial_tokens: int
+
+
+def spatial_step(
+    x: Tensor, xn: Tensor, tau: float, sampled_fn=None
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-frame components, batched over frames.
+
+    Args:
+        x: (T, N, D) tokens (work dtype); xn: the same, unit-normalised.
+        sampled_fn: optional callable (frames, N) -> (frames, N) bool node sample.
+    Returns:
+        comp (T*N,) int64 spatial component of every token, frame-major numbering;
+        hubs (M1,) int64 global token index of every component's hub, ascending;
+        reps (M1, D) unweighted component means.
+    """
+    t, n, d = x.shape
+    chunk = max(1, BLOCK_ELEMENTS // (n * n))
+    labels, degrees = [], []
+    for t0 in range(0, t, chunk):
+        xs = xn[t0 : t0 + chunk]
+        sampled = sampled_fn(xs.shape[0], n) if sampled_fn is not None else None
+        adj, degree = threshold_adjacency(xs, tau, sampled)
+        offset = torch.arange(t0, t0 + xs.shape[0], device=x.device).unsqueeze(1) * n
+        labels.append(dense_components(adj) + offset)
+        degrees.append(degree)
+    comp, hubs = hub_order(torch.cat(labels).flatten(), torch.cat(degrees).flatten())
+    reps = segment_mean(x.reshape(t * n, d), comp, hubs.numel())
+    return comp, hubs, reps
+
+
+def temporal_step(reps: Tensor, tau: float, sampled: Tensor | None = None):
+    """Components over the M1 spatial representatives -> comp (M1,), hubs (M2,), reps (M2, D)."""
+    graph = BlockGraph(normalize(reps), tau, sampled)
+    comp, hubs = hub_order(graph.components(), graph.degree)
+    return comp, hubs, segment_mean(reps, comp, hubs.numel())
+
+
+def scc_structure(
+    x: Tensor, xn: Tensor, tau: float, mode: str = "exact", epsilon: float = DEFAULT_EPSILON,
+    seed: int = 0,
+) -> SCCStructure:
+    """Spatial then temporal step for one tau. x, xn: (T, N, D) work dtype."""
+    sampled_fn = None
+    gen = None
+    if mode == "official":
+        gen = torch.Generator().manual_seed(seed)
+
+        def sampled_fn(b: int, n: int) -> Tensor | None:
+            return sample_mask(b, n, epsilon, gen, x.device)
+
+    comp1, hubs1, reps1 = spatial_step(x, xn, tau, sampled_fn)
+    m1 = hubs1.numel()
+    sampled = sampled_fn(1, m1) if sampled_fn is not None else None
+    comp2, hubs2, reps2 = temporal_step(reps1, tau, None if sampled is None else sampled[0])
+    size1 = segment_count(comp1, m1)
+    support = segment_sum(size1.unsqueeze(1), comp2, hubs2.numel()).squeeze(1)
+    return SCCStructure(reps2, hubs1[hubs2], support, m1)
+
+
+def final_merge(x: Tensor, xn: Tensor, reps: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Fold every original token into its most similar representative.
+
+    Args:
+        x, xn: (T*N, D) tokens and their unit vectors; reps: (K, D).
+    Returns:
+        out (K, D) = (rep_k + sum_{i -> k} x_i) / (1 + |{i -> k}|), assign (T*N,), counts (K,).
+    """
+    k = reps.shape[0]
+    assign = nearest(xn, normalize(reps))
+    counts = segment_count(assign, k)
+    out = (reps + segment_sum(x, assign, k)) / (1 + counts).to(reps.dtype).unsqueeze(1)
+    return out, assign, counts
+
+
+def _search_tau(count_at, budget: int, total: int):
+    """Bisection for the tau whose count is the smallest one >= budget.
+
+    count_at(tau) -> (count, state). The count at tau = -1.0001 is 1 (every cosine is
+    larger) and at 1.0001 it is T*N (no edge but self-loops), so the bracket is valid.
+    Returns (tau, count, state) at the upper end of the final bracket.
+    """
+    lo, hi = -1.0001, 1.0001
+    hi_state = None
+    hi_count = total
+    for _ in range(_SEARCH_STEPS):
+        mid = (lo + hi) / 2
+        count, state = count_at(mid)
+        if count >= budget:
+            hi, hi_count, hi_state = mid, count, state
+            if count == budget:
+                break
+        else:
+            lo = mid
+        if hi - lo < _SEARCH_TOL:
+            break
+    if hi_state is None:
+        hi_count, hi_state = count_at(hi)
+    return hi, hi_count, hi_state
+
+
+def _check_options(tau, mode, epsilon, seed) -> None:
+    if mode not in MODES:
+        raise ValueError(f"scc mode must be one of {MODES}, got {mode!r}")
+    if tau is not None and (
+        isinstance(tau, bool) or not isinstance(tau, (int, float)) or not math.isfinite(tau)
+    ):
+        raise ValueError(f"scc tau must be a finite number (a cosine threshold), got {tau!r}")
+    if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or not (
+        0 < epsilon <= 1
+    ):
+        raise ValueError(f"scc epsilon must be a number in (0, 1], got {epsilon!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"scc seed must be an int, got {seed!r}")
+
+
+@register("scc", kind="merge", options=("tau", "mode", "epsilon", "seed"))
+def scc(
+    x: Tensor,
+    *,
+    grid: tuple[int, int] | None,
+    budget: int | None,
+    tau: float | None = None,
+    mode: str = "exact",
+    epsilon: float = DEFAULT_EPSILON,
+    seed: int = 0,
+) -> Compressed:
+    """LLaVA-Scissor semantic connected components (spatial, temporal, final merge).
+
+    x: (T, N, D). With ``budget`` the output has exactly that many tokens: tau is found by
+    bisection (the smallest component count >= budget), then the representatives covering
+    the fewest input tokens (ties: the later one) are dropped before the final merge, so
+    their tokens fold into the nearest survivor. Otherwise tau (default 0.9) sets the count.
+    """
+    _check_options(tau, mode, epsilon, seed)
+    if budget is not None and tau is not None:
+        raise ValueError("scc takes either retention or tau, not both")
+    t, n, d = x.shape
+    total = t * n
+    xw = x.to(work_dtype(x.dtype))
+    xn = normalize(xw)
+
+    def structure(tau_: float) -> SCCStructure:
+        return scc_structure(xw, xn, tau_, mode, epsilon, seed)
+
+    settled = 0
+    if budget is None:
+        tau = DEFAULT_TAU if tau is None else float(tau)
+        st = structure(tau)
+        keep = None
+    else:
+        tau, count, st = _search_tau(lambda v: ((s := structure(v)).reps.shape[0], s), budget,
+                                     total)
+        settled = count - budget
+        keep = None
+        if settled > 0:
+            m2 = count
+            idx = torch.arange(m2, device=x.device)
+            key = st.support * m2 + (m2 - 1 - idx)  # more support first, then smaller index
+            keep = key.topk(budget).indices.sort().values
+    reps, anchors = st.reps, st.anchors
+    if keep is not None:
+        reps, anchors = reps[keep], anchors[keep]
+    out, assign, counts = final_merge(xw.reshape(total, d), xn.reshape(total, d), reps)
+    h, w = grid if grid is not None else (1, n)
+    within = anchors % n
+    positions = torch.stack((anchors // n, within // w, within % w), dim=1)
+    info = {
+        "method": "scc",
+        "mode": mode,
+        "tau": float(tau),
+        "spatial_tokens": st.spatial_tokens,
+        "temporal_tokens": int(st.reps.shape[0]),
+        "settled": int(settled),
+        "sizes": counts,
+    }
+    if mode == "official":
+        info.update(epsilon=epsilon, seed=seed)
+    return Compressed(out.to(x.dtype), assign, positions, info)
