@@ -204,8 +204,8 @@ def test_official_mode_samples_above_threshold():
     o2 = vt.compress(x, "scc", tau=0.9, mode="official", seed=1)
     o3 = vt.compress(x, "scc", tau=0.9, mode="official", seed=2)
     assert torch.equal(o1.tokens, o2.tokens)
-    assert o1.num_tokens >= exact.num_tokens
-    assert not torch.equal(o1.sources, o3.sources) or o1.num_tokens == exact.num_tokens
+    assert o1.num_tokens > exact.num_tokens  # unsampled nodes stay singletons
+    assert not torch.equal(o1.sources, o3.sources)
 
 
 def test_deterministic_bit_for_bit():

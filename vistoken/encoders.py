@@ -220,7 +220,7 @@ class EfficientNetLite0Encoder:
         """Yield chunks of at most ``batch_size`` frames, with a tqdm bar if ``progress``."""
         starts = range(0, frames.shape[0], self.batch_size)
         if progress:
-            from tqdm.auto import tqdm
+            from tqdm import tqdm
 
             starts = tqdm(starts, desc=desc, unit="batch", leave=False)
         for i in starts:

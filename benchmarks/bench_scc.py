@@ -1,0 +1,255 @@
+"""SCC speed and memory, side by side in one run.
+
+Compares, at 32 frames x 196 tokens x 896 channels (LLaVA-OneVision-0.5B sizes) and the
+taus that give about 10% and 35% retention:
+
+  vistoken   vt.compress(x, "scc", tau=...)
+  plain      the official code's structure, written here: per-frame host copy, Python
+             union-find over every edge, one indexed mean per component (exact, no sampling)
+  floor      the three similarity matmuls SCC cannot avoid at the same sizes: per-frame
+             (T, N, N), temporal (M1, M1), final merge (T*N, M2)
+
+and times vistoken at 256 frames (about 50k tokens) with its peak memory beyond the input,
+measured in a fresh subprocess (peak RSS after the call minus peak RSS before it).
+
+Features: real video features by default: EfficientNet-Lite0 (the default encoder) on
+bigbuckbunny.mp4, 14x14x1280 per frame, mapped to 896 channels by a fixed seeded Gaussian
+projection (which keeps cosines approximately). 256 frames are the 32 real frames tiled 8
+times, each tile with independent small noise (5% of the token norm).
+
+    .venv/bin/python benchmarks/bench_scc.py [--repeats 5] [--synthetic] [--record]
+
+--record appends the figures, with the machine and date, to benchmarks/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import vistoken as vt
+
+HERE = Path(__file__).resolve().parent
+D = 896
+
+
+def real_features(frames: int, seed: int = 0) -> torch.Tensor:
+    from vistoken.encoders import default_encoder
+    from vistoken.video import bundled_video, load_frames
+
+    fr = load_frames(bundled_video(), frames)
+    feats = default_encoder()(fr.array)  # (T, 196, 1280)
+    g = torch.Generator().manual_seed(seed)
+    proj = torch.randn(feats.shape[-1], D, generator=g) / D**0.5
+    return (feats @ proj).contiguous()
+
+
+def synthetic_features(frames: int, seed: int = 0, k: int = 48) -> torch.Tensor:
+    """Video-like tokens: 14x14 label maps from slowly drifting smooth fields over k
+    prototypes, plus noise."""
+    g = torch.Generator().manual_seed(seed)
+    protos = torch.randn(k, D, generator=g)
+    base = torch.randn(1, k, 4, 4, generator=g)
+    drift = torch.randn(1, k, 4, 4, generator=g) * 0.05
+    fields = base + drift * torch.arange(frames).view(frames, 1, 1, 1)
+    fields = torch.nn.functional.interpolate(fields, size=(14, 14), mode="bicubic")
+    labels = fields.argmax(1).reshape(frames, 196)
+    return protos[labels] + 0.35 * torch.randn(frames, 196, D, generator=g)
+
+
+def tiled(x: torch.Tensor, times: int, seed: int = 1) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    big = x.repeat(times, 1, 1)
+    scale = 0.05 * x.norm(dim=-1).mean() / D**0.5
+    return big + scale * torch.randn(big.shape, generator=g)
+
+
+# --- (a) the plain implementation, with the official code's structure -------------------
+
+
+class UnionFind:
+    def __init__(self, n: int) -> None:
+        self.parent = list(range(n))
+
+    def find(self, a: int) -> int:
+        while self.parent[a] != a:
+            self.parent[a] = self.parent[self.parent[a]]
+            a = self.parent[a]
+        return a
+
+    def union(self, a: int, b: int) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[max(ra, rb)] = min(ra, rb)
+
+
+def plain_components(adj: np.ndarray) -> list[list[int]]:
+    n = adj.shape[0]
+    uf = UnionFind(n)
+    rows, cols = np.nonzero(adj)
+    for i, j in zip(rows.tolist(), cols.tolist()):
+        uf.union(i, j)
+    groups: dict[int, list[int]] = {}
+    for i in range(n):
+        groups.setdefault(uf.find(i), []).append(i)
+    deg = adj.sum(1)
+    comps = list(groups.values())
+    comps.sort(key=lambda c: min(c, key=lambda i: (-deg[i], i)))
+    return comps
+
+
+def plain_scc(x: torch.Tensor, tau: float) -> torch.Tensor:
+    t, n, d = x.shape
+    xn = x / x.norm(dim=-1, keepdim=True)
+    sim = xn @ xn.transpose(1, 2)
+    reps = []
+    for f in range(t):
+        adj = sim[f].cpu().numpy() > tau
+        np.fill_diagonal(adj, True)
+        for comp in plain_components(adj):
+            reps.append(x[f][comp].mean(0))
+    reps = torch.stack(reps)
+    rn = reps / reps.norm(dim=-1, keepdim=True)
+    adj = (rn @ rn.T).cpu().numpy() > tau
+    np.fill_diagonal(adj, True)
+    reps2 = torch.stack([reps[c].mean(0) for c in plain_components(adj)])
+    flat = x.reshape(t * n, d)
+    fn = flat / flat.norm(dim=-1, keepdim=True)
+    r2n = reps2 / reps2.norm(dim=-1, keepdim=True)
+    assign = (fn @ r2n.T).argmax(1)
+    merged = torch.zeros_like(reps2).index_add_(0, assign, flat)
+    counts = torch.bincount(assign, minlength=reps2.shape[0]).to(x.dtype) + 1
+    return (reps2 + merged) / counts[:, None]
+
+
+# --- (b) the floor -----------------------------------------------------------------------
+
+
+def floor(x: torch.Tensor, m1: int, m2: int) -> None:
+    t, n, d = x.shape
+    xn = x / x.norm(dim=-1, keepdim=True)
+    torch.bmm(xn, xn.transpose(1, 2))
+    r1 = xn.reshape(t * n, d)[:m1]
+    r1 @ r1.T
+    xn.reshape(t * n, d) @ r1[:m2].T
+
+
+def median_time(fn, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def peak_memory_child(path: str, tau: float) -> None:
+    x = torch.load(path)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t0 = time.perf_counter()
+    out = vt.compress(x, "scc", tau=tau)
+    sec = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"seconds": sec, "peak_mib": (after - before) / 1024,
+                      "input_mib": x.numel() * 4 / 2**20, "tokens": out.num_tokens,
+                      "spatial": out.info["spatial_tokens"]}))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--synthetic", action="store_true", help="synthetic instead of real features")
+    ap.add_argument("--record", action="store_true", help="append to benchmarks/RESULTS.md")
+    ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        peak_memory_child(args.child[0], float(args.child[1]))
+        return
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    feats = synthetic_features(32) if args.synthetic else real_features(32)
+    source = "synthetic" if args.synthetic else "bigbuckbunny EfficientNet-Lite0 -> 896"
+    print(f"features: {source}, shape {tuple(feats.shape)}")
+    rows = []
+    for target in (0.10, 0.35):
+        tau = vt.compress(feats, "scc", retention=target).info["tau"]
+        out = vt.compress(feats, "scc", tau=tau)
+        m1, m2 = out.info["spatial_tokens"], out.num_tokens
+        ours = median_time(lambda tau=tau: vt.compress(feats, "scc", tau=tau), args.repeats)
+        plain = median_time(lambda tau=tau: plain_scc(feats, tau), max(2, args.repeats // 2))
+        flo = median_time(lambda m1=m1, m2=m2: floor(feats, m1, m2), args.repeats)
+        ref = plain_scc(feats, tau)
+        agree = ref.shape == out.tokens.shape and torch.allclose(ref, out.tokens, atol=1e-4)
+        rows.append(dict(target=target, tau=tau, m1=m1, m2=m2, retention=out.retention,
+                         ours_ms=ours * 1e3, plain_ms=plain * 1e3, floor_ms=flo * 1e3,
+                         speedup=plain / ours, over_floor=ours / flo, agree=bool(agree)))
+        print(f"~{target:.0%}: tau={tau:.4f} M1={m1} M2={m2} ({out.retention:.1%}) "
+              f"vistoken {ours*1e3:.1f} ms, plain {plain*1e3:.1f} ms, floor {flo*1e3:.1f} ms "
+              f"-> {plain/ours:.1f}x faster than plain, {ours/flo:.2f}x the floor; "
+              f"same output as plain: {agree}")
+        retention_s = median_time(
+            lambda target=target: vt.compress(feats, "scc", retention=target), 1)
+        rows[-1]["retention_mode_ms"] = retention_s * 1e3
+        print(f"     retention={target} mode (tau search + settle): {retention_s*1e3:.0f} ms")
+
+    big = tiled(feats, 8)
+    tau10 = rows[0]["tau"]
+    path = HERE / ".bench_scc_256.pt"
+    torch.save(big, path)
+    try:
+        res = subprocess.run([sys.executable, __file__, "--child", str(path), str(tau10)],
+                             check=True, capture_output=True, text=True)
+    finally:
+        path.unlink(missing_ok=True)
+    mem = json.loads(res.stdout.strip().splitlines()[-1])
+    print(f"256 frames x 196 ({big.shape[0]*196} tokens), tau={tau10:.4f}: "
+          f"{mem['seconds']:.2f} s, peak memory beyond the input {mem['peak_mib']:.0f} MiB "
+          f"(input {mem['input_mib']:.0f} MiB), M1={mem['spatial']} M2={mem['tokens']}")
+
+    if args.record:
+        record(rows, mem, source, args.repeats)
+
+
+def record(rows, mem, source, repeats) -> None:
+    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    cpu = platform.processor() or platform.machine()
+    lines = [
+        f"\n### bench_scc.py: {when}, {os.cpu_count()} CPU cores ({cpu}), torch "
+        f"{torch.__version__}\n",
+        f"Features: {source}; 32 x 196 x {D}; medians of {repeats} calls.\n",
+        "| target | tau | M1 | M2 (retention) | vistoken | plain (official structure) | "
+        "floor (3 matmuls) | vs plain | vs floor | same output |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['target']:.0%} | {r['tau']:.4f} | {r['m1']} | {r['m2']} ({r['retention']:.1%})"
+            f" | {r['ours_ms']:.1f} ms | {r['plain_ms']:.1f} ms | {r['floor_ms']:.1f} ms | "
+            f"{r['speedup']:.1f}x faster | {r['over_floor']:.2f}x | {r['agree']} |")
+    lines.append("")
+    lines.append(
+        "Retention mode (tau search + settling, one call): "
+        + ", ".join(f"{r['target']:.0%}: {r['retention_mode_ms']:.0f} ms" for r in rows) + ".")
+    lines.append(
+        f"256 frames x 196 tokens ({256*196} tokens) at tau={rows[0]['tau']:.4f}: "
+        f"{mem['seconds']:.2f} s, peak memory beyond the input {mem['peak_mib']:.0f} MiB "
+        f"(input {mem['input_mib']:.0f} MiB), {mem['tokens']} output tokens.\n")
+    with open(HERE / "RESULTS.md", "a") as fh:
+        fh.write("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
