@@ -142,29 +142,41 @@ def final_merge(x: Tensor, xn: Tensor, reps: Tensor) -> tuple[Tensor, Tensor, Te
 
 
 def _search_tau(count_at, budget: int, total: int):
-    """Bisection for the tau whose count is the smallest one >= budget.
+    """Search the tau whose component count is at least ``budget`` and close to it.
 
     count_at(tau) -> (count, state). The count at tau = -1.0001 is 1 (every cosine is
     larger) and at 1.0001 it is T*N (no edge but self-loops), so the bracket is valid.
+    Each step interpolates the bracket in log(count) (clamped to its inner 80%), and
+    bisects when the same end moved twice in a row. It stops at a count in
+    [budget, budget + budget // 50] (the rest is settled by the caller), when the bracket
+    is narrower than float32 cosine resolution, or after _SEARCH_STEPS steps.
     Returns (tau, count, state) at the upper end of the final bracket.
     """
-    lo, hi = -1.0001, 1.0001
-    hi_state = None
-    hi_count = total
+    slack = budget // 50
+    lo, c_lo = -1.0001, 1
+    hi, c_hi, hi_state = 1.0001, total, None
+    last = []
     for _ in range(_SEARCH_STEPS):
-        mid = (lo + hi) / 2
-        count, state = count_at(mid)
-        if count >= budget:
-            hi, hi_count, hi_state = mid, count, state
-            if count == budget:
-                break
-        else:
-            lo = mid
         if hi - lo < _SEARCH_TOL:
             break
+        if len(last) >= 2 and last[-1] == last[-2]:
+            f = 0.5
+        else:
+            f = (math.log(budget) - math.log(c_lo)) / (math.log(c_hi) - math.log(c_lo))
+            f = min(max(f, 0.1), 0.9)
+        mid = lo + f * (hi - lo)
+        count, state = count_at(mid)
+        if count >= budget:
+            hi, c_hi, hi_state = mid, count, state
+            last.append("hi")
+            if count <= budget + slack:
+                break
+        else:
+            lo, c_lo = mid, count
+            last.append("lo")
     if hi_state is None:
-        hi_count, hi_state = count_at(hi)
-    return hi, hi_count, hi_state
+        c_hi, hi_state = count_at(hi)
+    return hi, c_hi, hi_state
 
 
 def _check_options(tau, mode, epsilon, seed) -> None:

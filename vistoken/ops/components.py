@@ -150,22 +150,33 @@ class BlockGraph:
         dev = xn.device
         self.n = n
         self.packed = n * n > DENSE_ADJ_LIMIT
-        self.step = row_block(n, n, BLOCK_ELEMENTS // 2)
+        # Row blocks of at most n/16 rows (and 256 at least), so that the computed upper
+        # triangle is close to half the matrix.
+        self.step = min(row_block(n, n, BLOCK_ELEMENTS // 2), max(256, -(-n // 16)))
         self.tiles: list[tuple[int, int, Tensor, Tensor | None]] = []
         degree = torch.ones(n, dtype=torch.long, device=dev)
         for r0 in range(0, n, self.step):
             r1 = min(n, r0 + self.step)
             a = (xn[r0:r1] @ xn[r0:].T) > tau
             a[:, : r1 - r0].triu_(1)  # strict upper triangle: each edge once, no self-loop
-            degree[r0:r1] += count_true(a, 1)
-            degree[r0:] += count_true(a, 0)
-            if sampled is not None:
-                a &= sampled[r0:r1].unsqueeze(1) | sampled[r0:].unsqueeze(0)
-            nnz = int(count_true(a))
-            if nnz * 16 <= a.numel() // 8:  # an edge list is smaller than packed bits
-                rows, cols = a.nonzero(as_tuple=True)
-                self.tiles.append((r0, r1, rows + r0, cols + r0))
+            if sampled is None:
+                row_count = count_true(a, 1)
             else:
+                degree[r0:r1] += count_true(a, 1)
+                degree[r0:] += count_true(a, 0)
+                a &= sampled[r0:r1].unsqueeze(1) | sampled[r0:].unsqueeze(0)
+                row_count = count_true(a, 1)
+            if int(row_count.sum()) * 16 <= a.numel() // 8:  # edges smaller than bits
+                rows, cols = a.nonzero(as_tuple=True)
+                rows, cols = rows + r0, cols + r0
+                self.tiles.append((r0, r1, rows, cols))
+                if sampled is None:
+                    degree[r0:r1] += row_count
+                    degree += torch.bincount(cols, minlength=n)
+            else:
+                if sampled is None:
+                    degree[r0:r1] += row_count
+                    degree[r0:] += count_true(a, 0)
                 self.tiles.append((r0, r1, _pack(a) if self.packed else a, None))
         self.degree = degree
 
