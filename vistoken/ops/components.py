@@ -21,7 +21,15 @@ from .similarity import BLOCK_ELEMENTS, row_block
 
 # Above this many adjacency entries a single graph stores its dense tiles as packed bits.
 DENSE_ADJ_LIMIT = 1 << 26
-_BITS = torch.tensor([1, 2, 4, 8, 16, 32, 64, 128], dtype=torch.uint8)
+_BITS: dict[torch.device, Tensor] = {}
+
+
+def _bits(device: torch.device) -> Tensor:
+    """The eight bit masks on ``device`` (made once per device, no copy per call)."""
+    if device not in _BITS:
+        _BITS[device] = torch.tensor([1, 2, 4, 8, 16, 32, 64, 128], dtype=torch.uint8,
+                                     device=device)
+    return _BITS[device]
 
 
 def _pack(a: Tensor) -> Tensor:
@@ -30,13 +38,13 @@ def _pack(a: Tensor) -> Tensor:
     pad = (-n) % 8
     if pad:
         a = torch.nn.functional.pad(a, (0, pad))
-    bits = _BITS.to(a.device)
+    bits = _bits(a.device)
     return (a.view(r, -1, 8).to(torch.uint8) * bits).sum(-1, dtype=torch.uint8)
 
 
 def _unpack(p: Tensor, n: int) -> Tensor:
     """(r, ceil(n/8)) uint8 -> (r, n) bool."""
-    bits = _BITS.to(p.device)
+    bits = _bits(p.device)
     return (p.unsqueeze(-1) & bits).ne(0).view(p.shape[0], -1)[:, :n]
 
 
@@ -121,11 +129,10 @@ def threshold_adjacency(
 def dense_components(adj: Tensor) -> Tensor:
     """Components of B graphs given as (B, n, n) bool adjacency -> (B, n) int64 labels."""
     b, n, _ = adj.shape
-    big = torch.tensor(n, dtype=torch.int32, device=adj.device)
 
     def neighbor_min(labels: Tensor) -> Tensor:
         lab = labels.to(torch.int32).unsqueeze(1)
-        return torch.where(adj, lab, big).amin(-1).long()
+        return torch.where(adj, lab, n).amin(-1).long()
 
     init = torch.arange(n, device=adj.device).expand(b, n).contiguous()
     return propagate(neighbor_min, init)
@@ -184,7 +191,7 @@ class BlockGraph:
         """(n,) labels -> (n,) smallest label over each node's neighbourhood and itself."""
         out = labels.clone()
         lab32 = labels.to(torch.int32)
-        big = torch.tensor(self.n, dtype=torch.int32, device=labels.device)
+        big = self.n
         for r0, r1, a, cols in self.tiles:
             if cols is not None:  # edge list: a holds the rows
                 out.scatter_reduce_(0, a, labels[cols], reduce="amin")
