@@ -1,0 +1,33 @@
+"""Random selection: a uniformly random subset of exactly ``budget`` input tokens.
+
+The baseline that benchmark papers keep finding strong. The draw uses a local CPU
+``torch.Generator`` seeded with ``seed`` (never the global RNG), so one seed always gives
+the same subset on every device; the indices are then moved to the input's device.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..core import Compressed, register
+from ._select import check_int, need_budget, selection
+
+_SEED_MAX = 2**63 - 1
+
+
+@register("random", kind="select", options=("seed",))
+def random_select(
+    x: Tensor, *, grid: tuple[int, int] | None, budget: int | None, seed: int = 0
+) -> Compressed:
+    """Uniform random selection of exactly ``budget`` tokens (option ``seed``, default 0).
+
+    The kept set is the first ``budget`` entries of ``torch.randperm(T*N)`` drawn from a CPU
+    generator seeded with ``seed``; the kept tokens are returned in input order.
+    """
+    seed = check_int("random", "seed", seed, 0, _SEED_MAX)
+    k = need_budget("random", budget)
+    t, n, _ = x.shape
+    gen = torch.Generator().manual_seed(seed)
+    keep = torch.randperm(t * n, generator=gen)[:k]
+    return selection(x, keep.to(x.device), grid, {"method": "random", "seed": seed})
