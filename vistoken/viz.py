@@ -294,7 +294,8 @@ def merge_sheet(
     if (sources < 0).any():
         legend += f"; grey hatched = dropped ({int((sources < 0).sum())})"
     lines = [(title, 10, "bold")] if title else []
-    lines += [(stats, 10 if not title else 9, "normal" if title else "bold"), (legend, 7.5, "normal")]
+    stats_style = (9, "normal") if title else (10, "bold")
+    lines += [(stats, *stats_style), (legend, 7.5, "normal")]
     y = 6
     for text, size, weight in lines[-3:]:
         fig.text(PAD / layout.width, 1 - y / layout.height, text, ha="left", va="top",
