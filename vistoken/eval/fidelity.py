@@ -347,6 +347,7 @@ def _markdown(rows: Sequence[FidelityRow], title: str) -> str:
 def _plot(rows: Sequence[FidelityRow], title: str, path: Path) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import NullLocator
 
     panels = (
         ("reconstruction", "reconstruction (cosine)"),
@@ -357,11 +358,14 @@ def _plot(rows: Sequence[FidelityRow], title: str, path: Path) -> None:
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, len(panels))
     methods_ = list(dict.fromkeys(r.method for r in rows))
+    ticks = sorted({r.retention for r in rows})
     for ax, (field, label) in zip(axes, panels, strict=True):
         for m in methods_:
             pts = sorted((r.retention, getattr(r, field)) for r in rows if r.method == m)
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=m)
         ax.set_xscale("log")
+        ax.set_xticks(ticks, [f"{q:g}" for q in ticks])
+        ax.xaxis.set_minor_locator(NullLocator())
         ax.set_xlabel("retention")
         ax.set_ylabel(label)
         ax.grid(True, which="both", alpha=0.3)
