@@ -53,7 +53,7 @@ PAD = 6
 #: Height in pixels of the caption band under each panel.
 CAPTION_H = 22
 #: Height in pixels of the title band at the top of the sheet.
-TITLE_H = 54
+TITLE_H = 62
 #: Smallest sheet width in pixels, so that the title fits next to one or two frames.
 MIN_WIDTH = 480
 #: Opacity of an output token's colour painted over its cells.
@@ -193,9 +193,7 @@ def _paint_panel(
     if dropped.any():
         yy, xx = np.mgrid[0:ph, 0:pw]
         hatch = ((xx + yy) % 7 == 0) & dropped
-        out[dropped] = (1 - DROPPED_ALPHA) * out[dropped] + DROPPED_ALPHA * np.asarray(
-            DROPPED_RGB
-        )
+        out[dropped] = (1 - DROPPED_ALPHA) * out[dropped] + DROPPED_ALPHA * np.asarray(DROPPED_RGB)
         out[hatch] = np.asarray(HATCH_RGB)
 
     # one-pixel lines where neighbouring cells went to different output tokens
@@ -272,8 +270,9 @@ def merge_sheet(
     for i in range(t):
         mine = positions[:, 0] == i
         anchors = np.column_stack((anchor_ids[mine], positions[mine, 1], positions[mine, 2]))
-        panel = _paint_panel(frames[i], sources[i], anchors, colors, (layout.panel_w,
-                                                                     layout.panel_h))
+        panel = _paint_panel(
+            frames[i], sources[i], anchors, colors, (layout.panel_w, layout.panel_h)
+        )
         x0, y0, x1, y1 = layout.panel_box(i)
         fig.figimage(panel, xo=x0, yo=layout.height - y1, origin="upper")
         fig.text(
@@ -286,7 +285,7 @@ def merge_sheet(
         )
 
     n_in = int(sources.size)
-    stats = f"{result.info.get('method', '?')}: {n_in} -> {m} tokens, retention {m / n_in:.3f}"
+    stats = f"{result.info.get('method', '?')}: {n_in} \u2192 {m} tokens, retention {m / n_in:.3f}"
     tau = result.info.get("tau")
     if isinstance(tau, (int, float)):
         stats += f", tau {tau:.3f}"
@@ -298,8 +297,15 @@ def merge_sheet(
     lines += [(stats, *stats_style), (legend, 7.5, "normal")]
     y = 6
     for text, size, weight in lines[-3:]:
-        fig.text(PAD / layout.width, 1 - y / layout.height, text, ha="left", va="top",
-                 fontsize=size, fontweight=weight)
+        fig.text(
+            PAD / layout.width,
+            1 - y / layout.height,
+            text,
+            ha="left",
+            va="top",
+            fontsize=size,
+            fontweight=weight,
+        )
         y += size * DPI / 72 * 1.2
     path = Path(path)
     fig.savefig(path, format="png", dpi=DPI, facecolor="white")

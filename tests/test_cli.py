@@ -1,0 +1,228 @@
+"""The ``vistoken`` command line, run in-process through ``main``."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+import vistoken as vt
+from vistoken import core
+from vistoken.cli import UsageError, main
+from vistoken.video import bundled_video
+from vistoken.viz import sheet_layout
+
+CLIP = str(bundled_video())
+TOKENS_PER_FRAME = 196
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_error(err: str) -> str:
+    assert "Traceback" not in err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    errors = [ln for ln in lines if ln.startswith("vistoken: error: ")]
+    assert len(errors) == 1, err
+    assert len(lines) == 1, err  # nothing else either (no usage dump, no warnings)
+    return errors[0]
+
+
+def test_compress_writes_consistent_summary_and_sheet(tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    keep = out / "keep.txt"
+    keep.write_text("mine")
+    (out / "summary.json").write_text("old")  # our own file: replaced
+    code, stdout, err = run(
+        capsys, "compress", CLIP, "--frames", 2, "--retention", 0.1, "--out", out
+    )
+    assert code == 0, err
+    assert keep.read_text() == "mine"
+    assert sorted(p.name for p in out.iterdir()) == ["keep.txt", "sheet.png", "summary.json"]
+
+    s = json.loads((out / "summary.json").read_text())
+    assert s["input"] == str(Path(CLIP).resolve())
+    assert s["method"] == "scc"
+    assert len(s["frames_used"]) == len(s["timestamps"]) == 2
+    assert s["frames_used"] == sorted(s["frames_used"]) and s["frames_used"][0] >= 0
+    assert s["input_tokens"] == 2 * TOKENS_PER_FRAME
+    assert s["output_tokens"] == math.ceil(0.1 * 2 * TOKENS_PER_FRAME) == 40
+    assert s["retention"] == pytest.approx(40 / 392)
+    assert s["retention_requested"] == 0.1
+    assert isinstance(s["tau"], float) and s["info"]["tau"] == s["tau"]
+    assert "sizes" not in s["info"]  # tensors are left out
+    assert sum(s["output_tokens_per_frame"]) == 40
+    assert s["dropped_per_frame"] == [0, 0]
+    assert set(s["seconds"]) >= {"decode", "encode", "compress", "sheet"}
+    assert all(v >= 0 for v in s["seconds"].values())
+    assert s["notes"] == []
+    assert s["encoder"] == "efficientnet-lite0 448px 14x14x1280"
+    assert s["vistoken_version"] == vt.__version__
+
+    lay = sheet_layout(2, (720, 1280))
+    assert Image.open(out / "sheet.png").size == (lay.width, lay.height)
+    assert "392 -> 40" in stdout
+    assert str(out / "summary.json") in stdout and str(out / "sheet.png") in stdout
+
+
+def test_compress_with_tau(tmp_path, capsys):
+    out = tmp_path / "tau"
+    code, stdout, err = run(capsys, "compress", CLIP, "--frames", 2, "--tau", 0.9, "--out", out)
+    assert code == 0, err
+    s = json.loads((out / "summary.json").read_text())
+    assert s["tau"] == 0.9 and s["options"] == {"tau": 0.9}
+    assert s["retention_requested"] is None
+    assert 1 <= s["output_tokens"] <= 392
+    assert s["output_tokens"] == s["info"]["temporal_tokens"]
+    assert s["retention"] == pytest.approx(s["output_tokens"] / 392)
+
+
+def test_demo_needs_no_arguments_and_defaults_to_cwd(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, stdout, err = run(capsys, "demo", "--frames", 1, "--method", "scc")
+    assert code == 0, err
+    s = json.loads((tmp_path / "vistoken-demo" / "summary.json").read_text())
+    assert Path(s["input"]).name == "bigbuckbunny.mp4"
+    assert s["output_tokens"] == math.ceil(0.1 * TOKENS_PER_FRAME)
+    assert (tmp_path / "vistoken-demo" / "sheet.png").is_file()
+    assert "bigbuckbunny.mp4" in stdout
+
+
+def test_methods_lists_every_method_with_its_description(capsys):
+    code, stdout, _ = run(capsys, "methods")
+    assert code == 0
+    lines = stdout.splitlines()
+    assert len(lines) == len(vt.methods())
+    for name, line in zip(vt.methods(), lines, strict=True):
+        assert line.split()[0] == name
+        assert core.get_method(name).description in line
+
+
+@pytest.fixture
+def fake_method(monkeypatch):
+    """A registered method without a tau option (whatever else is registered)."""
+    spec = core.MethodSpec(name="fake-select", fn=lambda x, **k: None, kind="select")
+    monkeypatch.setitem(core._REGISTRY, "fake-select", spec)
+    return "fake-select"
+
+
+@pytest.mark.parametrize(
+    "argv, code, needle",
+    [
+        (["compress", "{tmp}/missing.mp4"], 1, "missing.mp4"),
+        (["compress", "{text}"], 1, "not a video or image"),
+        (["compress", "{tmp}"], 1, "is a folder"),
+        (["compress", CLIP, "--retention", "1.5"], 2, "--retention"),
+        (["compress", CLIP, "--retention", "nan"], 2, "--retention"),
+        (["compress", CLIP, "--retention", "0"], 2, "--retention"),
+        (["compress", CLIP, "--method", "nope"], 2, "known methods: "),
+        (["compress", CLIP, "--frames", "0"], 2, "--frames"),
+        (["compress", CLIP, "--frames", "two"], 2, "--frames"),
+        (["compress", CLIP, "--tau", "0.5", "--retention", "0.2"], 2, "not allowed"),
+        (["compress", CLIP, "--tau", "0.5", "--method", "{fake}"], 2, "no tau option"),
+        (["compress", CLIP, "--option", "bogus=1"], 2, "accepted: tau"),
+        (["compress", CLIP, "--option", "noequals"], 2, "KEY=VALUE"),
+        (["compress", CLIP, "--start", "3", "--end", "1"], 2, "--end"),
+        (["compress", CLIP, "--sampling", "random"], 2, "--sampling"),
+        (["compress", CLIP, "--out", "{file}"], 1, "not a folder"),
+        (["compress"], 2, "PATH"),
+        (["frobnicate"], 2, "invalid choice"),
+        ([], 2, "command is required"),
+        (["demo", "--start", "100", "--frames", "1"], 1, "beyond the end"),
+    ],
+)
+def test_errors_are_one_line_without_traceback(
+    argv, code, needle, tmp_path, capsys, monkeypatch, fake_method
+):
+    text = tmp_path / "notes.mp4"
+    text.write_text("this is not a video\n")
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    out = tmp_path / "out"
+    subs = {"{tmp}": str(tmp_path), "{text}": str(text), "{fake}": fake_method}
+    subs["{file}"] = str(a_file)
+    argv = [subs.get(a, a).replace("{tmp}", str(tmp_path)) for a in argv]
+    if argv and argv[0] in ("compress", "demo") and "--out" not in argv:
+        argv += ["--out", str(out)]
+    got, stdout, err = run(capsys, *argv)
+    assert got == code, err
+    line = assert_one_error(err)
+    assert needle in line
+    assert stdout == ""
+    assert not out.exists()  # failed before writing anything
+    assert a_file.read_text() == "x"
+
+
+def test_bad_option_value_is_a_runtime_error(tmp_path, capsys):
+    out = tmp_path / "out"
+    code, _, err = run(
+        capsys, "demo", "--frames", 1, "--option", "mode=bogus", "--out", out, "--quiet"
+    )
+    assert code == 1
+    assert "mode" in assert_one_error(err)
+    assert not (out / "summary.json").exists()
+
+
+def test_debug_shows_the_exception(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        main(["compress", str(tmp_path / "missing.mp4"), "--debug", "--out", str(tmp_path)])
+    with pytest.raises(UsageError, match="known methods"):
+        main(["compress", CLIP, "--method", "nope", "--debug", "--out", str(tmp_path)])
+
+
+@pytest.mark.parametrize(
+    "command, needles",
+    [
+        ([], ["compress", "demo", "methods", "--version"]),
+        (
+            ["compress"],
+            [
+                "PATH",
+                "--method",
+                "--retention",
+                "--tau",
+                "--frames",
+                "--sampling",
+                "--start",
+                "--end",
+                "--out",
+                "--seed",
+                "--debug",
+                "summary.json",
+                "nothing else there is touched",
+            ],
+        ),
+        (
+            ["demo"],
+            ["bigbuckbunny.mp4", "--out", "--frames", "--method", "--retention", "vistoken-demo"],
+        ),
+        (["methods"], ["usage: vistoken methods"]),
+    ],
+)
+def test_help(command, needles, capsys):
+    code, stdout, err = run(capsys, *command, "--help")
+    assert code == 0 and err == ""
+    for needle in needles:
+        assert needle in stdout, needle
+
+
+def test_version(capsys):
+    code, stdout, _ = run(capsys, "--version")
+    assert code == 0 and stdout.strip() == f"vistoken {vt.__version__}"
+
+
+def test_installed_entry_point(tmp_path):
+    exe = Path(sys.executable).with_name("vistoken")
+    if not exe.is_file():
+        pytest.skip("the vistoken console script is not installed next to this Python")
+    ok = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0 and "compress" in ok.stdout and "demo" in ok.stdout
