@@ -25,6 +25,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from .core import check_retention
+
 __all__ = ["main"]
 
 logger = logging.getLogger(__name__)
@@ -57,13 +59,11 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _retention(text: str) -> float:
+    """--retention: a number in (0, 1], checked by the library's own rule."""
     try:
-        r = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number in (0, 1], got {text!r}") from None
-    if math.isnan(r) or not 0.0 < r <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text!r}")
-    return r
+        return check_retention(float(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _finite(text: str) -> float:
