@@ -8,9 +8,11 @@ import pytest
 import torch
 
 import vistoken as vt
-from vistoken.core import budget_for
+from vistoken.core import budget_for, get_method
 
 SHAPES = [(1, 16, 8), (4, 49, 12), (3, 36, 5)]
+# methods that run on bare tokens (fastv and visionzip act inside a model: vt.apply)
+PRE_LLM = [m for m in vt.methods() if not get_method(m).needs_model]
 
 
 def tokens(shape, seed=0, dtype=torch.float32):
@@ -23,7 +25,7 @@ def test_methods_lists_registered_names():
     assert "scc" in names and names == sorted(names)
 
 
-@pytest.mark.parametrize("method", vt.methods())
+@pytest.mark.parametrize("method", PRE_LLM)
 @pytest.mark.parametrize("shape", SHAPES)
 def test_contract(method, shape):
     x = tokens(shape, seed=shape[1])
@@ -46,10 +48,21 @@ def test_contract(method, shape):
         assert out.retention == pytest.approx(m / (t * n))
         assert torch.isfinite(out.tokens).all()
         assert out.info["method"] == method
+        # one distinct anchor per output token (the model adapters put each output token
+        # in its anchor's sequence slot)
+        flat = out.positions[:, 0] * n + out.positions[:, 1] * s + out.positions[:, 2]
+        assert flat.unique().numel() == m
     assert torch.equal(x, before), "the input was modified"
 
 
-@pytest.mark.parametrize("method", vt.methods())
+@pytest.mark.parametrize("method", ["fastv", "visionzip"])
+def test_in_model_methods_point_to_apply(method):
+    assert get_method(method).needs_model
+    with pytest.raises(ValueError, match="vt.apply"):
+        vt.compress(tokens((2, 16, 4)), method, retention=0.5)
+
+
+@pytest.mark.parametrize("method", PRE_LLM)
 def test_retention_one_is_identity(method):
     x = tokens((3, 16, 4))
     out = vt.compress(x, method, retention=1.0)
@@ -61,7 +74,7 @@ def test_retention_one_is_identity(method):
     assert x[0, 0, 0] != 99.0
 
 
-@pytest.mark.parametrize("method", vt.methods())
+@pytest.mark.parametrize("method", PRE_LLM)
 def test_image_input_is_one_frame(method):
     x = tokens((49, 8))
     out = vt.compress(x, method, retention=0.2)
@@ -69,7 +82,7 @@ def test_image_input_is_one_frame(method):
     assert (out.positions[:, 0] == 0).all()
 
 
-@pytest.mark.parametrize("method", vt.methods())
+@pytest.mark.parametrize("method", PRE_LLM)
 def test_deterministic(method):
     x = tokens((4, 25, 6), seed=3)
     a = vt.compress(x, method, retention=0.2)

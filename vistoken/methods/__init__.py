@@ -9,3 +9,4 @@ from .random import random_select as _random  # noqa: F401
 from .tome import tome as _tome  # noqa: F401
 from .uniform import uniform as _uniform  # noqa: F401
 from .vidcom2 import vidcom2 as _vidcom2  # noqa: F401
+from .inmodel import fastv as _fastv  # noqa: F401

@@ -1,0 +1,237 @@
+"""The analytic prefill cost model (vistoken.flops) and ``vistoken flops``."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from transformers import LlavaOnevisionConfig, Qwen2Config
+
+from vistoken.cli import main
+from vistoken.flops import PRESETS, prefill_flops, resolve
+
+OV7B = "llava-onevision-7b"
+VISUAL = 32 * 196  # LLaVA-OneVision-7B, 32 frames
+TEXT = 100
+# REFERENCE.md section 4: published TFLOPs of LLaVA-OneVision-7B (FastV's formula)
+PUBLISHED = {1.0: 41.4, 0.1: 4.0, 0.05: 2.2}
+
+
+def tiny() -> Qwen2Config:
+    return Qwen2Config(
+        hidden_size=8,
+        intermediate_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        vocab_size=10,
+    )
+
+
+@pytest.mark.parametrize("retention", sorted(PUBLISHED))
+def test_published_llava_onevision_figures(retention):
+    tflops = prefill_flops(OV7B, VISUAL, TEXT, retention) / 1e12
+    assert tflops == pytest.approx(PUBLISHED[retention], rel=0.03)
+
+
+def test_fastv_formula_by_hand_on_the_preset():
+    d, m, layers = 3584, 18944, 28
+    n = TEXT + math.ceil(0.1 * VISUAL)  # 728
+    expected = layers * (4 * n * d * d + 2 * n * n * d + 2 * n * d * m)
+    assert prefill_flops(OV7B, VISUAL, TEXT, 0.1) == expected
+
+
+def test_tiny_config_fastv_formula_exactly():
+    # n = 3 text + ceil(0.5 * 10) = 8; per layer 4*8*64 + 2*64*8 + 2*8*8*16 = 5120
+    assert prefill_flops(tiny(), 10, 3, 0.5) == 2 * 5120
+
+
+def test_tiny_config_exact_formula_exactly():
+    # H*h = 8, G*h = 4: q,o 2*8*8*8 = 1024; k,v 2*8*8*4 = 512; causal pairs 8*9/2 = 36:
+    # 2*36*8 = 576; gated MLP 3*8*8*16 = 3072 -> 5184 per layer; lm_head 8*10 once
+    assert prefill_flops(tiny(), 10, 3, 0.5, "exact") == 2 * 5184 + 80
+
+
+def test_tiny_config_fastv_in_llm_exactly():
+    # layer 0 sees 13 tokens: 4*13*64 + 2*169*8 + 2*13*8*16 = 9360; layer 1 sees 8: 5120
+    assert prefill_flops(tiny(), 10, 3, 0.5, method="fastv", layer=1) == 9360 + 5120
+
+
+def test_exact_counts_gqa_gated_mlp_and_causal_half():
+    full_square = prefill_flops(OV7B, VISUAL, TEXT, formula="fastv")
+    exact = prefill_flops(OV7B, VISUAL, TEXT, formula="exact")
+    assert exact > full_square  # the third MLP matrix outweighs GQA and the causal half
+    assert prefill_flops(OV7B, 0, 1, formula="exact") > 0
+
+
+@pytest.mark.parametrize("formula", ["fastv", "exact"])
+@pytest.mark.parametrize("retention", [0.5, 0.1])
+def test_fastv_in_llm_between_full_and_pre_llm(formula, retention):
+    full = prefill_flops(OV7B, VISUAL, TEXT, 1.0, formula)
+    pre = prefill_flops(OV7B, VISUAL, TEXT, retention, formula)
+    inside = prefill_flops(OV7B, VISUAL, TEXT, retention, formula, "fastv")
+    assert pre < inside < full
+    # K=0 prunes before the first layer: the same as pre-LLM; K=L never prunes
+    assert prefill_flops(OV7B, VISUAL, TEXT, retention, formula, "fastv", layer=0) == pre
+    assert prefill_flops(OV7B, VISUAL, TEXT, retention, formula, "fastv", layer=28) == full
+
+
+def test_pre_llm_method_names_match_none():
+    assert prefill_flops(OV7B, VISUAL, TEXT, 0.1, method="scc") == prefill_flops(
+        OV7B, VISUAL, TEXT, 0.1
+    )
+
+
+def test_cost_grows_with_retention():
+    costs = [prefill_flops(OV7B, VISUAL, TEXT, r) for r in (0.05, 0.1, 0.25, 0.5, 1.0)]
+    assert costs == sorted(costs) and len(set(costs)) == len(costs)
+
+
+@pytest.mark.parametrize("formula", ["fastv", "exact"])
+def test_config_object_and_preset_agree(formula):
+    qwen2_7b = Qwen2Config(
+        hidden_size=3584,
+        intermediate_size=18944,
+        num_hidden_layers=28,
+        num_attention_heads=28,
+        num_key_value_heads=4,
+        vocab_size=152064,
+    )
+    vlm = LlavaOnevisionConfig(text_config=qwen2_7b.to_dict())
+    want = prefill_flops(OV7B, VISUAL, TEXT, 0.1, formula)
+    assert prefill_flops(qwen2_7b, VISUAL, TEXT, 0.1, formula) == want
+    assert prefill_flops(vlm, VISUAL, TEXT, 0.1, formula) == want
+
+
+def test_presets_resolve_and_document_tokens_per_frame():
+    assert resolve(OV7B).tokens_per_frame == 196
+    assert resolve("llava-video-7b").tokens_per_frame == 196
+    for name, preset in PRESETS.items():
+        assert resolve(name) is preset
+        assert preset.tokens_per_frame > 0 and preset.tokens_per_frame_note
+        assert prefill_flops(name, 32 * preset.tokens_per_frame, TEXT) > 0
+    llm = resolve("internvl2-8b").llm
+    assert (llm.hidden_size, llm.intermediate_size, llm.num_hidden_layers) == (4096, 14336, 32)
+    small = resolve("llava-onevision-0.5b").llm
+    assert (small.hidden_size, small.num_key_value_heads) == (896, 2)
+
+
+def test_vision_tower_adds_a_retention_independent_cost():
+    base = prefill_flops(OV7B, VISUAL, TEXT, 0.1)
+    with_vision = prefill_flops(OV7B, VISUAL, TEXT, 0.1, vision=True, frames=32)
+    full_vision = prefill_flops(OV7B, VISUAL, TEXT, 1.0, vision=True, frames=32)
+    tower = with_vision - base
+    # SigLIP-so400m, 26 layers run, 729 patches, plus the 2-layer projector, per frame
+    p, e, f = 729, 1152, 4304
+    siglip = 26 * (4 * p * e * e + 2 * p * p * e + 2 * p * e * f)
+    projector = p * (1152 * 3584 + 3584 * 3584)
+    assert tower == 32 * (siglip + projector)
+    assert full_vision - prefill_flops(OV7B, VISUAL, TEXT, 1.0) == tower
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (
+            {"model": "llava-9000"},
+            r"unknown model preset 'llava-9000'; known presets: .*qwen2-vl-7b",
+        ),
+        ({"visual_tokens": -1}, "visual_tokens must be an integer >= 0"),
+        ({"text_tokens": -5}, "text_tokens must be an integer >= 0"),
+        ({"visual_tokens": 1.5}, "visual_tokens must be an integer"),
+        ({"retention": 0.0}, r"retention must be in \(0, 1\]"),
+        ({"retention": 1.5}, r"retention must be in \(0, 1\]"),
+        ({"retention": float("nan")}, r"retention must be in \(0, 1\]"),
+        ({"retention": "0.1"}, "retention must be a number"),
+        ({"formula": "flash"}, "unknown formula 'flash'; known formulas: fastv, exact"),
+        ({"method": "nope"}, "unknown method 'nope'"),
+        ({"method": "scc", "layer": 2}, "give it with method='fastv'"),
+        ({"method": "fastv", "layer": 29}, r"layer must be an integer in \[0, 28\]"),
+        ({"vision": True}, "vision=True needs frames"),
+        ({"model": "qwen2-vl-7b", "vision": True, "frames": 4}, "no vision tower"),
+        ({"model": object()}, "has no hidden_size"),
+    ],
+)
+def test_bad_input_raises_value_error(kwargs, match):
+    args = {"model": OV7B, "visual_tokens": VISUAL, "text_tokens": TEXT, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        prefill_flops(**args)
+
+
+# --------------------------------------------------------------------------------------------
+# the command line
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_table_prints_the_published_figures(capsys):
+    code, out, err = run(capsys, "flops", "--model", OV7B, "--frames", 32, "--retention", 0.1)
+    assert code == 0, err
+    assert "32 frames x 196 = 6272 visual tokens, 100 text tokens" in out
+    full = next(ln for ln in out.splitlines() if ln.split()[:1] == ["full"])
+    comp = next(ln for ln in out.splitlines() if ln.split()[:1] == ["compressed"])
+    assert full.split()[1:3] == ["6372", "41.54"]
+    assert comp.split()[1:3] == ["728", "3.92"]
+    assert "9.44%" in out
+
+
+def test_cli_json(capsys):
+    code, out, err = run(
+        capsys, "flops", "--retention", 0.05, "--text-tokens", 100, "--formula", "exact", "--json"
+    )
+    assert code == 0, err
+    s = json.loads(out)
+    assert s["model"] == OV7B and s["formula"] == "exact"
+    assert s["visual_tokens"] == 6272 and s["kept_visual_tokens"] == 314
+    assert s["tokens_compressed"] == 414
+    assert s["flops_full"] == prefill_flops(OV7B, 6272, 100, 1.0, "exact")
+    assert s["flops_compressed"] == prefill_flops(OV7B, 6272, 100, 0.05, "exact")
+    assert s["ratio"] == pytest.approx(s["flops_compressed"] / s["flops_full"])
+
+
+def test_cli_fastv_method_and_tokens_per_frame(capsys):
+    code, out, err = run(
+        capsys, "flops", "--method", "fastv", "--layer", 3, "--retention", 0.5,
+        "--tokens-per-frame", 169, "--frames", 64, "--model", "llava-video-7b", "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    s = json.loads(out)
+    assert s["visual_tokens"] == 64 * 169 and s["layer"] == 3
+    want = prefill_flops("llava-video-7b", 64 * 169, 100, 0.5, method="fastv", layer=3)
+    assert s["flops_compressed"] == want
+
+
+def test_cli_vision(capsys):
+    code, out, err = run(capsys, "flops", "--vision", "--frames", 8, "--json")
+    assert code == 0, err
+    s = json.loads(out)
+    assert s["flops_full"] == prefill_flops(OV7B, 8 * 196, 100, vision=True, frames=8)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--model", "gpt-5"], "unknown model preset 'gpt-5'; known presets: llava-onevision-7b"),
+        (["--retention", "0"], "argument --retention"),
+        (["--retention", "1.5"], "argument --retention"),
+        (["--text-tokens", "-1"], "argument --text-tokens: must be >= 0"),
+        (["--frames", "0"], "argument --frames"),
+        (["--formula", "magic"], "argument --formula: invalid choice"),
+        (["--layer", "2"], "argument --layer: only with --method fastv"),
+        (["--method", "fastv", "--layer", "40"], "argument --layer: must be in [0, 28]"),
+        (["--method", "nope"], "argument --method: unknown method 'nope'"),
+        (["--model", "qwen2-vl-7b", "--vision"], "argument --vision: no vision tower"),
+    ],
+)
+def test_cli_rejects_bad_input_with_exit_2(capsys, argv, message):
+    code, out, err = run(capsys, "flops", *argv)
+    assert code == 2
+    assert out == ""
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("vistoken: error: "), err
+    assert message in lines[0]

@@ -1,0 +1,400 @@
+"""Analytic prefill cost of a video VLM's language model, with and without compression.
+
+Conventions (the same for both formulas, so their figures can be compared):
+
+- One multiply-add is counted as **one** FLOP. This is the convention of FastV's printed
+  formula and of every paper that reuses it: a (n x d) @ (d x d) projection costs n*d^2, so
+  q, k, v and o make the 4*n*d^2 term. Hardware FLOPs (one multiply + one add = 2) are
+  twice every figure here.
+- Only matrix products are counted: norms, RoPE, softmax, activations, residual adds and
+  the embedding lookup are O(n*d) and left out. The compressor's own cost (and FastV's
+  one-row attention re-computation) is left out too.
+- A layer sees ``n`` tokens: text + visual. Pre-LLM compression (``method=None`` or any
+  method that acts before the LLM) gives n = text + ceil(retention * visual) at every layer.
+  FastV (``method="fastv"``) prunes inside the LLM: layers < ``layer`` (K, default 2) see
+  all text + visual tokens, layers >= K see text + ceil(retention * visual).
+  ``ceil(retention * visual)`` is the library's budget rule (``vistoken.core.budget_for``:
+  at least one token, product taken on the decimal written).
+
+``formula="fastv"`` -- exactly what papers print, per layer::
+
+    4*n*d^2 + 2*n^2*d + 2*n*d*m
+
+(q/k/v/o as four d x d projections, the full n x n square for scores and for the weighted
+sum, and a two-matrix MLP). It ignores grouped-query attention, the gated MLP's third
+matrix and the causal mask.
+
+``formula="exact"`` -- what a grouped-query, gated-MLP decoder layer computes, per layer,
+with H heads, G key/value heads, head size h (``head_dim``, default d/H)::
+
+    q, o projections     2 * n*d*(H*h)
+    k, v projections     2 * n*d*(G*h)
+    scores, weighted sum 2 * (n*(n+1)/2) * H*h     causal: query i meets i keys
+    gated MLP            3 * n*d*m                  gate, up, down
+    plus once: lm_head for the last token only: d*V (vocabulary size V)
+
+The causal attention counts the lower triangle (n*(n+1)/2 query-key pairs), as causal
+kernels (FlashAttention, SDPA) skip the masked half; fastv counts the full square.
+
+``vision=True`` adds the vision tower and projector, run on every frame (pre-LLM compression
+does not reduce them): per frame ``L_v * (4*p*e^2 + 2*p^2*e + 2*p*e*f)`` for p patches of
+width e and MLP width f (bidirectional attention: the full square, and a two-matrix MLP,
+so both formulas agree there), plus the projector's linear layers on its tokens.
+
+Check against the published figures (REFERENCE.md section 4): LLaVA-OneVision-7B, 32 x 196
+= 6272 visual + 100 text tokens, formula "fastv": 41.54 / 3.92 / 2.20 TFLOPs at retention
+1.0 / 0.1 / 0.05, against 41.4 / 4.0 / 2.2 printed (+0.3%, -2.0%, +0.2%).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "FORMULAS",
+    "PRESETS",
+    "LLM",
+    "Preset",
+    "VisionTower",
+    "check_method",
+    "kept_tokens",
+    "prefill_flops",
+    "resolve",
+    "vision_flops",
+]
+
+FORMULAS = ("fastv", "exact")
+DEFAULT_FASTV_LAYER = 2  # FastV's K (paper: K=2, R=50%)
+
+
+@dataclass(frozen=True)
+class LLM:
+    """The shape of a decoder-only language model, as its transformers config gives it."""
+
+    name: str
+    hidden_size: int  # d
+    intermediate_size: int  # m (MLP width)
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    head_dim: int
+    vocab_size: int
+
+    @property
+    def kv_dim(self) -> int:
+        return self.num_key_value_heads * self.head_dim
+
+
+@dataclass(frozen=True)
+class VisionTower:
+    """A ViT run once per frame, then a projector (linear layers on ``projector_tokens``)."""
+
+    name: str
+    num_layers: int
+    hidden_size: int  # e
+    intermediate_size: int  # f (two-matrix GELU MLP)
+    patches: int  # tokens per frame inside the tower (p)
+    projector_tokens: int  # tokens per frame the projector runs on
+    projector: tuple[tuple[int, int], ...]  # (in, out) of each projector linear layer
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A published video VLM: its LLM, default visual tokens per frame, vision tower."""
+
+    name: str
+    llm: LLM
+    tokens_per_frame: int
+    tokens_per_frame_note: str
+    vision: VisionTower | None = None
+
+
+# Qwen2-7B, the LLM of LLaVA-OneVision-7B, LLaVA-Video-7B and Qwen2-VL-7B.
+# Source: huggingface.co/Qwen/Qwen2-7B/blob/main/config.json (hidden_size 3584,
+# intermediate_size 18944, num_hidden_layers 28, num_attention_heads 28,
+# num_key_value_heads 4; head_dim 3584/28 = 128); LLaVA-OneVision-7B's and Qwen2-VL-7B's
+# config.json text part: vocab_size 152064. REFERENCE.md section 4 uses the same sizes.
+_QWEN2_7B = LLM("Qwen2-7B", 3584, 18944, 28, 28, 4, 128, 152064)
+# Qwen2.5-VL-7B's LLM: huggingface.co/Qwen/Qwen2.5-VL-7B-Instruct/blob/main/config.json
+# (hidden_size 3584, intermediate_size 18944, 28 layers, 28 heads, 4 key/value heads,
+# vocab_size 152064): the same shape as Qwen2-7B.
+_QWEN25_7B = LLM("Qwen2.5-7B", 3584, 18944, 28, 28, 4, 128, 152064)
+# Qwen2-0.5B, the LLM of LLaVA-OneVision-0.5B: huggingface.co/Qwen/Qwen2-0.5B config.json
+# (hidden_size 896, intermediate_size 4864, 24 layers, 14 heads, 2 key/value heads,
+# head_dim 64, vocab_size 151936).
+_QWEN2_05B = LLM("Qwen2-0.5B", 896, 4864, 24, 14, 2, 64, 151936)
+# InternVL2-8B = InternViT-300M-448px + MLP + internlm2_5-7b-chat (its model card,
+# huggingface.co/OpenGVLab/InternVL2-8B). InternLM2(.5)-7B: hidden_size 4096,
+# intermediate_size 14336, 32 layers, 32 heads, 8 key/value heads, head_dim 128;
+# InternVL2-8B's llm_config vocab_size 92553.
+_INTERNLM2_7B = LLM("InternLM2.5-7B", 4096, 14336, 32, 32, 8, 128, 92553)
+
+# SigLIP-so400m-patch14-384 (huggingface.co/google/siglip-so400m-patch14-384 config.json:
+# hidden_size 1152, intermediate_size 4304, 27 layers, patch 14 at 384 px -> 27 x 27 = 729
+# patches, no CLS token). LLaVA-OneVision/LLaVA-Video drop the last layer (LLaVA-NeXT's
+# siglip_encoder.py deletes ``encoder.layers[-1:]``; transformers' LlavaOnevisionConfig
+# uses num_hidden_layers=26 with vision_feature_layer=-1), so 26 layers run. Projector:
+# mlp2x_gelu, 1152 -> d -> d, on all 729 tokens, before the 2x2 pooling to 196.
+_SIGLIP_7B = VisionTower(
+    "SigLIP-so400m (26 of 27 layers)", 26, 1152, 4304, 729, 729, ((1152, 3584), (3584, 3584))
+)
+_SIGLIP_05B = VisionTower(
+    "SigLIP-so400m (26 of 27 layers)", 26, 1152, 4304, 729, 729, ((1152, 896), (896, 896))
+)
+# InternViT-300M-448px (huggingface.co/OpenGVLab/InternViT-300M-448px: 24 layers,
+# hidden_size 1024, intermediate_size 4096, patch 14 at 448 px -> 1024 patches + CLS).
+# Pixel shuffle (0.5) turns 1024 x 1024 into 256 x 4096; the projector (mlp1) is
+# 4096 -> 4096 -> 4096 on those 256 tokens. One 448 px tile per video frame.
+_INTERNVIT_300M = VisionTower(
+    "InternViT-300M-448px", 24, 1024, 4096, 1025, 256, ((4096, 4096), (4096, 4096))
+)
+
+PRESETS: dict[str, Preset] = {
+    "llava-onevision-7b": Preset(
+        "llava-onevision-7b",
+        _QWEN2_7B,
+        196,
+        "729 SigLIP patches (27x27) bilinearly pooled 2x2 to 14x14",
+        _SIGLIP_7B,
+    ),
+    "llava-onevision-0.5b": Preset(
+        "llava-onevision-0.5b",
+        _QWEN2_05B,
+        196,
+        "729 SigLIP patches (27x27) bilinearly pooled 2x2 to 14x14",
+        _SIGLIP_05B,
+    ),
+    "llava-video-7b": Preset(
+        "llava-video-7b",
+        _QWEN2_7B,
+        196,
+        "27x27 SigLIP patches pooled 2x2 to 14x14 (with floor pooling, 13x13 = 169: pass "
+        "tokens_per_frame=169 for that)",
+        _SIGLIP_7B,
+    ),
+    "qwen2-vl-7b": Preset(
+        "qwen2-vl-7b",
+        _QWEN2_7B,
+        128,
+        "448x448 frames: 32x32 patches of 14 px, 2 frames per temporal patch, 2x2 merge -> "
+        "256 tokens per 2 frames; the processor resizes dynamically, so set it for others",
+    ),
+    "qwen2.5-vl-7b": Preset(
+        "qwen2.5-vl-7b",
+        _QWEN25_7B,
+        128,
+        "448x448 frames: 32x32 patches of 14 px, 2 frames per temporal patch, 2x2 merge -> "
+        "256 tokens per 2 frames; the processor resizes dynamically, so set it for others",
+    ),
+    "internvl2-8b": Preset(
+        "internvl2-8b",
+        _INTERNLM2_7B,
+        256,
+        "one 448x448 tile per frame: 1024 InternViT patches, pixel shuffle 0.5 -> 256",
+        _INTERNVIT_300M,
+    ),
+}
+
+
+def resolve(model: Any) -> Preset:
+    """A :class:`Preset` for a preset name, a :class:`Preset`, an :class:`LLM`, or a
+    transformers config (a VLM config with ``.text_config`` or a plain LLM config).
+
+    For a config, ``tokens_per_frame`` is 0 (unknown) and the vision tower is read from
+    ``.vision_config`` when it has hidden_size, intermediate_size, num_hidden_layers,
+    image_size and patch_size (no projector counted).
+    """
+    if isinstance(model, Preset):
+        return model
+    if isinstance(model, LLM):
+        return Preset(model.name, model, 0, "unknown: give the visual token count")
+    if isinstance(model, str):
+        if model not in PRESETS:
+            raise ValueError(f"unknown model preset {model!r}; known presets: {', '.join(PRESETS)}")
+        return PRESETS[model]
+    text = getattr(model, "text_config", None) or getattr(model, "llm_config", None) or model
+    llm = _llm_from_config(text, type(model).__name__)
+    return Preset(
+        getattr(model, "model_type", None) or type(model).__name__,
+        llm,
+        0,
+        "unknown: give the visual token count",
+        _vision_from_config(getattr(model, "vision_config", None)),
+    )
+
+
+def _llm_from_config(cfg: Any, what: str) -> LLM:
+    def get(name: str, default: Any = None) -> Any:
+        value = getattr(cfg, name, None)
+        if value is None:
+            value = default
+        if value is None:
+            raise ValueError(
+                f"model must be a preset name ({', '.join(PRESETS)}) or a transformers config "
+                f"with hidden_size, intermediate_size, num_hidden_layers, num_attention_heads; "
+                f"{what} has no {name}"
+            )
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{what}.{name} must be an integer >= 1, got {value!r}")
+        return value
+
+    d = get("hidden_size")
+    heads = get("num_attention_heads")
+    return LLM(
+        name=getattr(cfg, "model_type", None) or type(cfg).__name__,
+        hidden_size=d,
+        intermediate_size=get("intermediate_size"),
+        num_hidden_layers=get("num_hidden_layers"),
+        num_attention_heads=heads,
+        num_key_value_heads=get("num_key_value_heads", heads),
+        head_dim=get("head_dim", d // heads),
+        vocab_size=get("vocab_size", 1),
+    )
+
+
+def _vision_from_config(cfg: Any) -> VisionTower | None:
+    names = ("hidden_size", "intermediate_size", "num_hidden_layers", "image_size", "patch_size")
+    values = [getattr(cfg, n, None) for n in names]
+    if cfg is None or not all(isinstance(v, int) and v > 0 for v in values):
+        return None
+    e, f, layers, image, patch = values
+    p = (image // patch) ** 2
+    return VisionTower(type(cfg).__name__, layers, e, f, p, p, ())
+
+
+def _count(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        else:
+            raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+    if value < 0:
+        raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+    return value
+
+
+def _layer_flops(llm: LLM, n: int, formula: str) -> int:
+    """Matmul FLOPs (multiply-adds) of one decoder layer on ``n`` tokens."""
+    d, m = llm.hidden_size, llm.intermediate_size
+    if formula == "fastv":
+        return 4 * n * d * d + 2 * n * n * d + 2 * n * d * m
+    attn = llm.num_attention_heads * llm.head_dim
+    proj = 2 * n * d * attn + 2 * n * d * llm.kv_dim
+    pairs = n * (n + 1) // 2  # causal: query i attends to keys 0..i
+    return proj + 2 * pairs * attn + 3 * n * d * m
+
+
+def vision_flops(tower: VisionTower, frames: int) -> int:
+    """Vision tower + projector FLOPs (multiply-adds) for ``frames`` frames."""
+    p, e, f = tower.patches, tower.hidden_size, tower.intermediate_size
+    per_layer = 4 * p * e * e + 2 * p * p * e + 2 * p * e * f
+    projector = sum(tower.projector_tokens * a * b for a, b in tower.projector)
+    return frames * (tower.num_layers * per_layer + projector)
+
+
+def kept_tokens(visual_tokens: int, retention: float) -> int:
+    """Visual tokens kept at ``retention``: max(1, ceil(retention * visual)), 0 for 0."""
+    from .core import budget_for
+
+    return budget_for(retention, visual_tokens) if visual_tokens else 0
+
+
+def prefill_flops(
+    model: Any,
+    visual_tokens: int,
+    text_tokens: int,
+    retention: float = 1.0,
+    formula: str = "fastv",
+    method: str | None = None,
+    *,
+    layer: int | None = None,
+    vision: bool = False,
+    frames: int | None = None,
+) -> float:
+    """Prefill FLOPs (one multiply-add = 1 FLOP) of ``model`` on one prompt.
+
+    Args:
+        model: a preset name (see ``PRESETS``), a :class:`Preset`/:class:`LLM`, or a
+            transformers config (VLM config with ``.text_config``, or an LLM config).
+        visual_tokens: visual tokens before compression (e.g. 32 frames x 196 = 6272).
+        text_tokens: text tokens of the prompt (system prompt, question, template).
+        retention: fraction of visual tokens kept, in (0, 1].
+        formula: ``"fastv"`` (what papers print) or ``"exact"`` (GQA, gated MLP, causal
+            attention, lm_head on the last token); see the module docstring.
+        method: ``None`` or a method acting before the LLM: compressed count at every
+            layer; ``"fastv"``: full count for layers < ``layer``, compressed after.
+        layer: FastV's K (default 2), in [0, num_hidden_layers]; only with method="fastv".
+        vision: add the vision tower and projector for ``frames`` frames.
+        frames: frames the vision tower encodes (required with ``vision=True``).
+
+    Returns:
+        FLOPs as a float (divide by 1e12 for TFLOPs).
+    """
+    preset = resolve(model)
+    llm = preset.llm
+    visual = _count(visual_tokens, "visual_tokens")
+    text = _count(text_tokens, "text_tokens")
+    if isinstance(retention, bool) or not isinstance(retention, (int, float)):
+        raise ValueError(f"retention must be a number in (0, 1], got {retention!r}")
+    if math.isnan(retention) or not 0.0 < retention <= 1.0:
+        raise ValueError(f"retention must be in (0, 1], got {retention!r}")
+    if formula not in FORMULAS:
+        raise ValueError(f"unknown formula {formula!r}; known formulas: {', '.join(FORMULAS)}")
+
+    full = text + visual
+    kept = text + kept_tokens(visual, retention)
+    layers = llm.num_hidden_layers
+    if method == "fastv":
+        k = DEFAULT_FASTV_LAYER if layer is None else layer
+        if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k <= layers:
+            raise ValueError(
+                f"layer must be an integer in [0, {layers}] (the LLM's layer count), got {k!r}"
+            )
+        total = k * _layer_flops(llm, full, formula) + (layers - k) * _layer_flops(
+            llm, kept, formula
+        )
+    else:
+        check_method(method)
+        if layer is not None:
+            raise ValueError(
+                f"layer is FastV's pruning layer: give it with method='fastv', "
+                f"not method={method!r}"
+            )
+        total = layers * _layer_flops(llm, kept, formula)
+    if formula == "exact" and full > 0:
+        total += llm.hidden_size * llm.vocab_size  # lm_head, last token only
+
+    if vision:
+        if preset.vision is None:
+            raise ValueError(
+                f"no vision tower is modelled for {preset.name!r} (Qwen2/2.5-VL attend across "
+                f"frames and windows); vision=True needs one of: "
+                f"{', '.join(n for n, p in PRESETS.items() if p.vision is not None)}"
+            )
+        if frames is None:
+            raise ValueError("vision=True needs frames (the frames the vision tower encodes)")
+        total += vision_flops(preset.vision, _count(frames, "frames"))
+    elif frames is not None:
+        _count(frames, "frames")
+    return float(total)
+
+
+def check_method(method: Any) -> None:
+    """``method`` must be None, ``"fastv"`` or a registered method acting before the LLM."""
+    if method is None or method == "fastv":
+        return
+    from .core import get_method
+
+    if not isinstance(method, str):
+        raise ValueError(f"method must be a method name or None, got {method!r}")
+    try:
+        spec = get_method(method)
+    except ValueError as exc:
+        raise ValueError(f"{exc} (or 'fastv', pruning inside the LLM)") from None
+    if spec.needs_model:
+        raise ValueError(
+            f"method {method!r} acts inside the model; the cost model knows only 'fastv' "
+            "among those"
+        )

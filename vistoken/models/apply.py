@@ -1,0 +1,320 @@
+"""``vt.apply``: put a compressor into a transformers VLM instance, removably.
+
+One forward pre-hook on the model's inner multimodal module (``model.model``) does the
+work; nothing is patched at class level, so two models in one process can carry different
+compressors, and ``handle.remove()`` leaves the model exactly as it was.
+
+On a prefill with visual inputs the hook runs the model's own vision path, compresses every
+``Unit`` through ``vt.compress`` (or the model-side method), and hands the language model a
+shorter sequence: ``inputs_embeds``, ``attention_mask``, ``position_ids`` (and
+``mm_token_type_ids``) all shortened, so the LLM really sees fewer tokens. On the decode
+steps that follow, the same hook maps the generation loop's mask and positions (which
+still count the uncompressed prompt) onto the shorter KV cache.
+
+Positions: 1-D RoPE families (LLaVA-OneVision, InternVL) renumber the shortened sequence
+contiguously, as the published pre-LLM methods do; M-RoPE families (Qwen2/2.5-VL) keep
+each output token's anchor (t, h, w) position and the text's original positions.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..core import Compressed, budget_for, check_retention, compress, get_method
+from .base import CacheStates, DecodeState, contiguous_positions, decode_kwargs, place, shorten
+from .base import step_length as _step_length
+from .families import Family, LlavaOnevisionFamily, family_of
+
+log = logging.getLogger(__name__)
+
+_IN_MODEL = ("fastv", "visionzip")
+
+
+class Handle:
+    """A compressor applied to one model instance. ``remove()`` (or leaving the ``with``
+    block) takes it out again.
+
+    After each compressed prefill: ``last`` holds the ``Compressed`` result of every unit
+    (video, image, sample) in sequence order, and ``stats`` the visual token counts before
+    and after and the compressor's own seconds.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        family: Family,
+        method: str,
+        retention: float | None,
+        options: dict[str, Any],
+    ) -> None:
+        self.model = model
+        self.family = family
+        self.method = method
+        self.retention = retention
+        self.options = dict(options)
+        self.last: list[Compressed] = []
+        self.stats: dict[str, Any] = {}
+        self._hooks: list[Any] = []
+        self._parts: list[Any] = []  # FastV / probe objects with their own remove()
+        self._states = CacheStates()
+        self._active = False
+        self._inner = family.inner(model)
+        self._saved_rope_deltas = getattr(self._inner, "rope_deltas", None)
+
+    @property
+    def active(self) -> bool:
+        return self._active
+
+    def remove(self) -> None:
+        """Take every hook out; the model computes exactly as before ``apply``."""
+        for h in self._hooks:
+            h.remove()
+        for part in self._parts:
+            part.remove()
+        self._hooks.clear()
+        self._parts.clear()
+        if hasattr(self._inner, "rope_deltas"):
+            self._inner.rope_deltas = self._saved_rope_deltas
+        if self.model.__dict__.get("_vistoken_handle") is self:
+            del self.model.__dict__["_vistoken_handle"]
+        self._active = False
+
+    def __enter__(self) -> Handle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()
+
+    def __repr__(self) -> str:
+        state = "active" if self._active else "removed"
+        return (
+            f"Handle({type(self.model).__name__}, method={self.method!r}, "
+            f"retention={self.retention}, {state})"
+        )
+
+    # -- the hook -----------------------------------------------------------------------
+
+    def _pre_hook(self, module: Any, args: tuple, kwargs: dict[str, Any]) -> Any:
+        if args:  # called positionally: the first positional argument is input_ids
+            kwargs = {"input_ids": args[0], **kwargs}
+        cache = kwargs.get("past_key_values")
+        past = cache.get_seq_length() if cache is not None else 0
+        if self.family.has_visual(kwargs):
+            if past:
+                raise ValueError(
+                    "vt.apply compresses visual tokens in a prefill that starts from an empty "
+                    f"cache; this call has {past} cached tokens"
+                )
+            if self.method == "fastv":
+                self._fastv_prepare(kwargs)
+                return (), kwargs
+            return (), self._prefill(module, kwargs)
+        state = self._states.get(cache)
+        if state is not None and past > 0:
+            return (), decode_kwargs(
+                kwargs, state, past, _step_length(kwargs), shift_text_rows=True
+            )
+        return (), kwargs
+
+    def _fastv_prepare(self, kwargs: dict[str, Any]) -> None:
+        ids = kwargs.get("input_ids")
+        if ids is None:
+            raise ValueError("vt.apply needs input_ids to find the visual placeholder tokens")
+        visual = torch.isin(
+            ids, torch.tensor(self.family.visual_token_ids(self._inner.config), device=ids.device)
+        )
+        self._parts[0].prepare(visual)
+        self.stats = {
+            "visual_tokens": int(visual.sum()),
+            "kept_tokens": sum(
+                budget_for(self.retention, int(n)) if n else 0 for n in visual.sum(dim=1)
+            ),
+            "compress_seconds": 0.0,
+        }
+
+    def _compress_unit(self, unit: Any) -> Compressed:
+        t, n, _ = unit.tokens.shape
+        if self.method == "visionzip":
+            from .visionzip import visionzip
+
+            budget = budget_for(self.retention, t * n)
+            opts = {k: v for k, v in self.options.items() if k == "dominant_share"}
+            return visionzip(
+                unit.tokens, unit.extra["received"], unit.extra["keys"], budget,
+                grid=unit.grid, **opts,
+            )
+        return compress(
+            unit.tokens, self.method, retention=self.retention, grid=unit.grid, **self.options
+        )
+
+    def _prefill(self, module: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+        ids = kwargs.get("input_ids")
+        if ids is None:
+            raise ValueError(
+                "vt.apply needs input_ids to find the visual placeholder tokens; pass the "
+                "processor's outputs (input_ids, not inputs_embeds)"
+            )
+        am = kwargs.get("attention_mask")
+        if am is not None and (not isinstance(am, Tensor) or am.ndim != 2):
+            raise ValueError("vt.apply supports 2-D attention masks (the processor's)")
+        embeds = module.get_input_embeddings()(ids)
+        units = self.family.units(module, kwargs, ids, embeds)
+        if self.method == "visionzip":
+            self._attach_stats(units)
+        keep = torch.ones(ids.shape, dtype=torch.bool, device=ids.device)
+        sync = embeds.device.type == "cuda"
+        if sync:
+            torch.cuda.synchronize(embeds.device)
+        t0 = time.perf_counter()
+        results = []
+        for unit in units:
+            c = self._compress_unit(unit)
+            place(embeds, keep, unit, c)
+            results.append(c)
+        if sync:
+            torch.cuda.synchronize(embeds.device)
+        seconds = time.perf_counter() - t0
+        short = shorten(embeds, keep, am)
+
+        new = {k: v for k, v in kwargs.items() if k not in self.family.visual_keys}
+        for key in self.family.strip_keys:
+            new.pop(key, None)
+        new["input_ids"] = None
+        new["inputs_embeds"] = short.embeds
+        padded = not bool(short.valid.all())
+        if am is not None or padded:
+            new["attention_mask"] = short.mask.to(am.dtype if am is not None else torch.long)
+        text_new = contiguous_positions(short.mask)
+        pos = kwargs.get("position_ids")
+        mask_old = am.long() if am is not None else torch.ones_like(ids)
+        if pos is not None:
+            text_old = pos[0] if pos.ndim == 3 and pos.shape[0] == 4 else pos
+            if text_old.ndim == 3:  # 3-row M-RoPE ids without a text row
+                text_old = contiguous_positions(mask_old)
+            orig_next = text_old.masked_fill(mask_old == 0, -1).amax(dim=1) + 1
+        else:
+            orig_next = mask_old.sum(dim=1)
+        offset = orig_next - short.mask.sum(dim=1)
+        if self.family.mrope:
+            rope = self.family.rope_positions(module, kwargs, ids, am)
+            rope = rope.gather(2, short.index[None].expand(rope.shape[0], -1, -1))
+            rope = rope.masked_fill(~short.valid[None], 0)
+            new["position_ids"] = torch.cat((text_new[None], rope), dim=0)
+            if hasattr(module, "rope_deltas"):
+                top = rope.masked_fill(~short.valid[None], -1).amax(dim=(0, 2))
+                module.rope_deltas = (top + 1 - short.mask.sum(dim=1))[:, None]
+            if kwargs.get("mm_token_type_ids") is not None:
+                mmt = kwargs["mm_token_type_ids"].gather(1, short.index)
+                new["mm_token_type_ids"] = mmt.masked_fill(~short.valid, 0)
+        else:
+            new["position_ids"] = text_new
+        cache = kwargs.get("past_key_values")
+        if cache is None and kwargs.get("use_cache") is not False:
+            from transformers import DynamicCache
+
+            cache = DynamicCache(config=self.family.language_model(self.model).config)
+            new["past_key_values"] = cache
+        if cache is not None:
+            self._states.set(cache, DecodeState(mask=short.mask, offset=offset, padded=padded))
+        self.last = results
+        self.stats = {
+            "visual_tokens": sum(u.tokens.shape[0] * u.tokens.shape[1] for u in units),
+            "kept_tokens": sum(c.num_tokens for c in results),
+            "sequence_before": int(ids.shape[1]),
+            "sequence_after": int(short.embeds.shape[1]),
+            "compress_seconds": seconds,
+        }
+        return new
+
+    def _attach_stats(self, units: list[Any]) -> None:
+        from .visionzip import resize_stats
+
+        received, keys = self._parts[0].pop()
+        fam = self.family
+        assert isinstance(fam, LlavaOnevisionFamily)
+        cfg = self._inner.config
+        src = fam.base_grid(cfg)
+        dst = fam.video_grid(cfg)
+        start = 0
+        for unit in units:
+            t = unit.tokens.shape[0]
+            if unit.grid != dst:
+                raise ValueError(
+                    "visionzip in LLaVA-OneVision supports videos (frames on the pooled grid); "
+                    "use a pre-LLM method for images"
+                )
+            r = resize_stats(received[start : start + t, :, None], src, dst)[..., 0]
+            k = resize_stats(keys[start : start + t], src, dst)
+            unit.extra = {"received": r, "keys": k}
+            start += t
+
+
+def apply(model: Any, method: str, *, retention: float | None = None, **options: Any) -> Handle:
+    """Make ``model`` see fewer visual tokens; returns a removable ``Handle``.
+
+    model: a transformers ``LlavaOnevisionForConditionalGeneration``,
+    ``Qwen2VLForConditionalGeneration``, ``Qwen2_5_VLForConditionalGeneration`` or
+    ``InternVLForConditionalGeneration`` instance. method: any ``vt.methods()`` name;
+    pre-LLM methods compress each video/image after the projector, "fastv" prunes inside
+    the LLM at ``layer`` (default 2), "visionzip" uses the vision tower's attention
+    (LLaVA-OneVision videos). retention: the share of visual tokens kept (exact count per
+    video/image); options: the method's own options.
+
+    The model's processor outputs go to ``model(**inputs)`` / ``model.generate(**inputs)``
+    unchanged. Logits of a compressed prefill follow the shortened sequence.
+    """
+    family = family_of(model)
+    spec = get_method(method)
+    if retention is not None:
+        retention = check_retention(retention)
+    allowed = set(spec.options)
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        raise ValueError(
+            f"unknown option(s) {unknown} for method {method!r}; accepted: {sorted(allowed) or 'none'}"
+        )
+    existing = model.__dict__.get("_vistoken_handle")
+    if existing is not None and existing.active:
+        raise ValueError(
+            f"this model already carries {existing!r}; call .remove() on it before applying another"
+        )
+    if method in _IN_MODEL:
+        if method == "fastv" and retention is None:
+            retention = 0.5  # FastV's paper setting, R = 50%
+        if retention is None:
+            raise ValueError(f"method {method!r} needs retention= (the share of visual tokens kept)")
+    handle = Handle(model, family, method, retention, options)
+    inner = handle._inner
+    if method == "fastv":
+        from .fastv import FastV
+
+        handle._parts.append(
+            FastV(family.language_model(model), retention=retention, layer=options.get("layer", 2))
+        )
+    elif method == "visionzip":
+        if not isinstance(family, LlavaOnevisionFamily):
+            raise TypeError(
+                "visionzip is implemented for the LLaVA-OneVision family "
+                "(LlavaOnevisionForConditionalGeneration); use another method for "
+                f"{type(model).__name__}"
+            )
+        from .visionzip import AttentionProbe
+
+        handle._parts.append(AttentionProbe(inner.vision_tower, layer=options.get("layer", -2)))
+    handle._hooks.append(inner.register_forward_pre_hook(handle._pre_hook, with_kwargs=True))
+    model.__dict__["_vistoken_handle"] = handle
+    handle._active = True
+    log.debug("applied %r", handle)
+    return handle
+
+
+def supported_models() -> list[str]:
+    """Names of the transformers model classes ``vt.apply`` supports."""
+    from .families import FAMILIES
+
+    return [name for fam in FAMILIES for name in fam.class_names]

@@ -1,0 +1,220 @@
+"""The hook machinery shared by every model family.
+
+A family adapter (``families.py``) knows where a model keeps its visual tokens; this module
+knows how to make the language model really see fewer of them:
+
+1. ``Unit``: one compressible run of visual tokens in one sequence (a video, an image, a
+   sample's frames) with the sequence slots its T*N tokens occupy.
+2. ``shorten``: given each unit's ``Compressed`` result, keep for every output token the
+   slot of its anchor token (``Compressed.positions``) with the output token's embedding in
+   it, drop the other slots of the unit, and re-pack the batch (same padding side as the
+   input). Text, padding and tokens outside the units stay where they were.
+3. ``DecodeState``: what the decode steps that follow a shortened prefill need, kept per KV
+   cache object, so the generation loop's own bookkeeping (attention mask and position ids
+   of the uncompressed prompt) is mapped onto the shorter cache.
+
+Nothing here imports transformers.
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..core import Compressed
+
+
+@dataclass
+class Unit:
+    """One compressible run of visual tokens.
+
+    row: batch row of the sequence; slots: (T*N,) int64 sequence indices of the tokens,
+    frame-major; tokens: (T, N, D); grid: (H, W) with H*W == N, or None; extra: what a
+    model-side method needs besides the tokens (VisionZip's attention statistics).
+    """
+
+    row: int
+    slots: Tensor
+    tokens: Tensor
+    grid: tuple[int, int] | None
+    extra: dict[str, Tensor] = field(default_factory=dict)
+
+
+def anchor_index(c: Compressed, n: int, grid: tuple[int, int] | None) -> Tensor:
+    """(M,) int64: the frame-major input index of each output token's anchor token."""
+    w = grid[1] if grid is not None else n
+    p = c.positions
+    return p[:, 0] * n + p[:, 1] * w + p[:, 2]
+
+
+@dataclass
+class Shortened:
+    """A re-packed batch. index: (B, L') source column of each new column (valid or not);
+    valid: (B, L') bool; embeds: (B, L', D); mask: (B, L') long."""
+
+    index: Tensor
+    valid: Tensor
+    embeds: Tensor
+    mask: Tensor
+
+
+def place(embeds: Tensor, keep: Tensor, unit: Unit, c: Compressed) -> None:
+    """Write unit's output tokens into the slots of their anchors; mark the rest dropped.
+
+    embeds: (B, L, D) modified in place; keep: (B, L) bool modified in place.
+    """
+    t, n, _ = unit.tokens.shape
+    anchors = anchor_index(c, n, unit.grid)
+    if anchors.numel() and torch.unique(anchors).numel() != anchors.numel():
+        raise RuntimeError(
+            f"method {c.info.get('method')!r} gave two output tokens the same anchor; "
+            "the adapter needs one anchor per output token"
+        )
+    target = unit.slots[anchors]
+    keep[unit.row, unit.slots] = False
+    keep[unit.row, target] = True
+    embeds[unit.row, target] = c.tokens.to(embeds.dtype)
+
+
+def shorten(embeds: Tensor, keep: Tensor, attention_mask: Tensor | None) -> Shortened:
+    """Drop the columns where ``keep`` is False and re-pack rows to the longest one.
+
+    embeds: (B, L, D); keep: (B, L) bool; attention_mask: (B, L) or None (no padding).
+    Rows that end up shorter are padded on the side the input was padded on: right only
+    when the input is right-padded, else left (as generation expects), with zero
+    embeddings and mask 0.
+    """
+    b, l, d = embeds.shape
+    mask = (
+        attention_mask.to(torch.long)
+        if attention_mask is not None
+        else torch.ones(b, l, dtype=torch.long, device=embeds.device)
+    )
+    counts = keep.sum(dim=1)
+    new_len = int(counts.max())
+    # Kept columns first, in their original order (a stable sort of the drop flags).
+    order = torch.sort((~keep).to(torch.uint8), dim=1, stable=True).indices[:, :new_len]
+    j = torch.arange(new_len, device=embeds.device).expand(b, -1)
+    right = bool((mask[:, -1] == 0).any()) and bool((mask[:, 0] == 1).all())
+    if not right:
+        src = j - (new_len - counts)[:, None]
+        valid = src >= 0
+    else:
+        src = j
+        valid = j < counts[:, None]
+    index = order.gather(1, src.clamp(min=0, max=max(new_len - 1, 0)))
+    new_embeds = embeds.gather(1, index[..., None].expand(-1, -1, d))
+    new_embeds = new_embeds * valid[..., None].to(new_embeds.dtype)
+    new_mask = mask.gather(1, index) * valid.to(torch.long)
+    return Shortened(index=index, valid=valid, embeds=new_embeds, mask=new_mask)
+
+
+def contiguous_positions(mask: Tensor) -> Tensor:
+    """(B, L) 1-D position ids from a padding mask, the rule generation uses."""
+    pos = mask.long().cumsum(-1) - 1
+    return pos.masked_fill(mask == 0, 0)
+
+
+@dataclass
+class DecodeState:
+    """What decode steps after a shortened prefill need.
+
+    mask: (B, L') the prefill's new attention mask; offset: (B,) how many positions the
+    generation loop's 1-D position ids run ahead of the shortened sequence's.
+    """
+
+    mask: Tensor
+    offset: Tensor
+    padded: bool
+
+
+class CacheStates:
+    """DecodeState per KV-cache object, held weakly (a finished generate frees it)."""
+
+    def __init__(self) -> None:
+        self._states: weakref.WeakKeyDictionary[Any, DecodeState] = weakref.WeakKeyDictionary()
+        self._fallback: dict[int, tuple[Any, DecodeState]] = {}
+
+    def set(self, cache: Any, state: DecodeState) -> None:
+        try:
+            self._states[cache] = state
+        except TypeError:  # not weak-referenceable: keep a strong ref, replaced each prefill
+            self._fallback = {id(cache): (cache, state)}
+
+    def get(self, cache: Any) -> DecodeState | None:
+        if cache is None:
+            return None
+        try:
+            return self._states.get(cache)
+        except TypeError:
+            hit = self._fallback.get(id(cache))
+            return hit[1] if hit is not None and hit[0] is cache else None
+
+
+def _repeat_rows(x: Tensor, batch: int) -> Tensor:
+    """Expand per-sample state to the generation batch (beams, num_return_sequences)."""
+    if x.shape[0] == batch:
+        return x
+    if batch % x.shape[0]:
+        raise RuntimeError(f"batch of {batch} rows does not extend a prefill of {x.shape[0]}")
+    return x.repeat_interleave(batch // x.shape[0], dim=0)
+
+
+def decode_kwargs(
+    kwargs: dict[str, Any], state: DecodeState, past: int, q_len: int, shift_text_rows: bool
+) -> dict[str, Any]:
+    """Map a decode step's attention mask and position ids onto the shortened cache.
+
+    past: tokens already in the cache; q_len: tokens in this step. The mask becomes the
+    prefill's new mask plus the columns of the tokens generated since. 1-D position ids
+    (and the text row of 4-row M-RoPE ids) are moved back by the per-row offset when
+    ``shift_text_rows``; M-RoPE's (t, h, w) rows are left as the loop computed them.
+    """
+    out = dict(kwargs)
+    am = kwargs.get("attention_mask")
+    tail = past + q_len - state.mask.shape[1]
+    if am is not None and not isinstance(am, Tensor):
+        raise TypeError("vt.apply supports 2-D attention masks (the processor's); got a mapping")
+    if am is not None and am.ndim != 2:
+        raise ValueError(
+            f"vt.apply supports 2-D attention masks (the processor's); got shape {tuple(am.shape)}"
+        )
+    if am is not None or state.padded:
+        batch = am.shape[0] if am is not None else _batch_of(kwargs)
+        head = _repeat_rows(state.mask, batch).to(
+            device=am.device if am is not None else state.mask.device
+        )
+        if am is not None and am.shape[1] >= tail:
+            new_cols = am[:, am.shape[1] - tail :].to(head.dtype)
+        else:
+            new_cols = torch.ones(batch, tail, dtype=head.dtype, device=head.device)
+        out["attention_mask"] = torch.cat((head, new_cols), dim=1)
+    pos = kwargs.get("position_ids")
+    if pos is not None and shift_text_rows:
+        off = _repeat_rows(state.offset, pos.shape[-2]).to(pos.device)[:, None]
+        if pos.ndim == 2:
+            out["position_ids"] = pos - off
+        elif pos.ndim == 3 and pos.shape[0] == 4:
+            pos = pos.clone()
+            pos[0] = pos[0] - off
+            out["position_ids"] = pos
+    return out
+
+
+def _batch_of(kwargs: dict[str, Any]) -> int:
+    for key in ("input_ids", "inputs_embeds"):
+        if kwargs.get(key) is not None:
+            return int(kwargs[key].shape[0])
+    raise ValueError("a decode step needs input_ids or inputs_embeds")
+
+
+def step_length(kwargs: dict[str, Any]) -> int:
+    """Tokens in this forward call."""
+    for key in ("input_ids", "inputs_embeds"):
+        if kwargs.get(key) is not None:
+            return int(kwargs[key].shape[1])
+    raise ValueError("the model was called without input_ids or inputs_embeds")

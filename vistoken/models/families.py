@@ -1,0 +1,298 @@
+"""Model families: where each transformers VLM keeps its visual tokens.
+
+A family turns one prefill's keyword arguments into the full input embeddings (visual
+features already in their placeholder slots, as the model itself would build them) and the
+list of compressible ``Unit``s. It never changes the model.
+
+- LLaVA-OneVision / LLaVA-Video (``LlavaOnevisionForConditionalGeneration``): a video is
+  its frames' tokens after the projector and the model's 2x2 pooling, (F, h*w) on an (h, w)
+  grid, plus one trailing newline token that is always kept. An image is its packed anyres
+  tokens without the row newlines (kept in place), as one frame; on the base crop's grid
+  when there is no high-resolution part, else without a grid.
+- Qwen2-VL / Qwen2.5-VL: each image or video is (t, h/m, w/m) tokens after the patch
+  merger (m = spatial_merge_size), on that grid; positions are M-RoPE (3 rows).
+- InternVL: every image tile in a sample (video frames enter as images) is a frame of N
+  tokens after pixel shuffle and the projector, so a sample's frames compress together.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .base import Unit
+
+
+def _runs(input_ids: Tensor, token_id: int, lengths: list[int], what: str) -> list[Tensor]:
+    """Split the placeholder slots of ``token_id`` (row-major) into runs of ``lengths``.
+
+    Returns one (2, n) tensor (row, column) per run; every run must lie in one row.
+    """
+    where = (input_ids == token_id).nonzero()  # (K, 2), row-major
+    total = sum(lengths)
+    if where.shape[0] != total:
+        raise ValueError(
+            f"{what}: the sequence has {where.shape[0]} placeholder tokens but the features "
+            f"have {total}; pass the processor's outputs unchanged"
+        )
+    runs = []
+    for part in torch.split(where, lengths):
+        if part.shape[0] and bool((part[:, 0] != part[0, 0]).any()):
+            raise ValueError(f"{what}: one image or video spans two batch rows")
+        runs.append(part.T)
+    return runs
+
+
+def _features(out: Any) -> Any:
+    return out.pooler_output if hasattr(out, "pooler_output") else out
+
+
+class Family:
+    """Base class: a model family's visual layout."""
+
+    name = ""
+    class_names: tuple[str, ...] = ()
+    mrope = False
+    #: forward keyword arguments that carry pixels or their features (dropped once used)
+    visual_keys: tuple[str, ...] = ("pixel_values", "pixel_values_videos", "mm_encoder_outputs")
+    #: further keyword arguments only the vision path reads
+    strip_keys: tuple[str, ...] = ()
+
+    def inner(self, model: Any) -> Any:
+        return model.model
+
+    def language_model(self, model: Any) -> Any:
+        return self.inner(model).language_model
+
+    def has_visual(self, kwargs: dict[str, Any]) -> bool:
+        return any(kwargs.get(k) is not None for k in self.visual_keys)
+
+    def visual_token_ids(self, config: Any) -> tuple[int, ...]:
+        ids = []
+        for key in ("image_token_id", "video_token_id", "image_token_index", "video_token_index"):
+            value = getattr(config, key, None)
+            if value is not None and value not in ids:
+                ids.append(int(value))
+        return tuple(ids)
+
+    def units(
+        self, inner: Any, kwargs: dict[str, Any], input_ids: Tensor, embeds: Tensor
+    ) -> list[Unit]:
+        """Fill ``embeds`` (B, L, D) in place with the visual features; list the units."""
+        raise NotImplementedError
+
+
+class LlavaOnevisionFamily(Family):
+    name = "llava-onevision"
+    class_names = ("LlavaOnevisionForConditionalGeneration",)
+    strip_keys = (
+        "image_sizes",
+        "image_sizes_videos",
+        "batch_num_images",
+        "vision_aspect_ratio",
+    )
+
+    def base_grid(self, config: Any) -> tuple[int, int]:
+        side = config.vision_config.image_size // config.vision_config.patch_size
+        return side, side
+
+    def video_grid(self, config: Any) -> tuple[int, int]:
+        h, w = self.base_grid(config)
+        return math.ceil(h / 2), math.ceil(w / 2)
+
+    def units(
+        self, inner: Any, kwargs: dict[str, Any], input_ids: Tensor, embeds: Tensor
+    ) -> list[Unit]:
+        cfg = inner.config
+        mm = dict(kwargs.get("mm_encoder_outputs") or {})
+        vision_args = {
+            "vision_feature_layer": kwargs.get("vision_feature_layer"),
+            "vision_feature_select_strategy": kwargs.get("vision_feature_select_strategy"),
+        }
+        units: list[Unit] = []
+        if mm.get("image") is None and kwargs.get("pixel_values") is not None:
+            mm["image"] = inner.get_image_features(
+                kwargs["pixel_values"],
+                kwargs.get("image_sizes"),
+                vision_aspect_ratio=kwargs.get("vision_aspect_ratio"),
+                batch_num_images=kwargs.get("batch_num_images"),
+                return_dict=True,
+                **vision_args,
+            )
+        if mm.get("image") is not None:
+            feats = [f.to(embeds.dtype) for f in _features(mm["image"])]
+            newline = inner.image_newline.to(embeds.device, embeds.dtype)
+            base_h, base_w = self.base_grid(cfg)
+            runs = _runs(input_ids, cfg.image_token_id, [f.shape[0] for f in feats], "images")
+            for f, (rows, cols) in zip(feats, runs):
+                row = int(rows[0])
+                embeds[row, cols] = f
+                tokens = ~(f == newline).all(dim=-1)
+                n = int(tokens.sum())
+                grid = (base_h, base_w) if n == base_h * base_w else None
+                units.append(Unit(row, cols[tokens], f[tokens][None], grid))
+        if mm.get("video") is None and kwargs.get("pixel_values_videos") is not None:
+            mm["video"] = inner.get_video_features(
+                kwargs["pixel_values_videos"], return_dict=True, **vision_args
+            )
+        if mm.get("video") is not None:
+            feats = _features(mm["video"]).to(embeds.dtype)  # (V, F*h*w + 1, D)
+            h, w = self.video_grid(cfg)
+            per = feats.shape[1] - 1
+            if per % (h * w):
+                raise ValueError(
+                    f"video features of {feats.shape[1]} tokens are not frames of {h}x{w} "
+                    "tokens plus one newline"
+                )
+            runs = _runs(input_ids, cfg.video_token_id, [feats.shape[1]] * feats.shape[0], "videos")
+            for f, (rows, cols) in zip(feats, runs):
+                row = int(rows[0])
+                embeds[row, cols] = f
+                frames = f[:-1].reshape(per // (h * w), h * w, f.shape[-1])
+                units.append(Unit(row, cols[:-1], frames, (h, w)))
+        return units
+
+
+class QwenVLFamily(Family):
+    name = "qwen2-vl"
+    class_names = ("Qwen2VLForConditionalGeneration", "Qwen2_5_VLForConditionalGeneration")
+    mrope = True
+    strip_keys = ("image_grid_thw", "video_grid_thw", "second_per_grid_ts")
+
+    def units(
+        self, inner: Any, kwargs: dict[str, Any], input_ids: Tensor, embeds: Tensor
+    ) -> list[Unit]:
+        cfg = inner.config
+        m = cfg.vision_config.spatial_merge_size
+        mm = dict(kwargs.get("mm_encoder_outputs") or {})
+        units: list[Unit] = []
+        for kind, pix_key, grid_key, token_id, get in (
+            ("image", "pixel_values", "image_grid_thw", cfg.image_token_id, inner.get_image_features),
+            (
+                "video",
+                "pixel_values_videos",
+                "video_grid_thw",
+                cfg.video_token_id,
+                inner.get_video_features,
+            ),
+        ):
+            grids = kwargs.get(grid_key)
+            if mm.get(kind) is None and kwargs.get(pix_key) is not None:
+                mm[kind] = get(kwargs[pix_key], grids, return_dict=True)
+            if mm.get(kind) is None:
+                continue
+            feats = _features(mm[kind])
+            if isinstance(feats, Tensor):
+                if grids is None:
+                    raise ValueError(f"{grid_key} is needed with {kind} inputs")
+                feats = torch.split(feats, (grids.prod(-1) // (m * m)).tolist())
+            runs = _runs(input_ids, token_id, [f.shape[0] for f in feats], f"{kind}s")
+            if grids is not None:
+                llm_grids = [(t, h // m, w // m) for t, h, w in grids.tolist()]
+            else:  # generate() encoded the pixels and dropped the grids: read them off M-RoPE
+                llm_grids = [self._grid_from_positions(kwargs, r) for r in runs]
+            for f, (rows, cols), (t, h, w) in zip(feats, runs, llm_grids):
+                f = f.to(embeds.dtype)
+                row = int(rows[0])
+                embeds[row, cols] = f
+                units.append(Unit(row, cols, f.reshape(t, h * w, f.shape[-1]), (h, w)))
+        return units
+
+    @staticmethod
+    def _grid_from_positions(kwargs: dict[str, Any], run: Tensor) -> tuple[int, int, int]:
+        """(t, h, w) token grid of one visual run from its (t, h, w) M-RoPE positions."""
+        pos = kwargs.get("position_ids")
+        if pos is None or pos.ndim != 3:
+            raise ValueError(
+                "Qwen-VL inputs need image_grid_thw/video_grid_thw (or the model's 3-D "
+                "position_ids) to lay out visual tokens"
+            )
+        rows, cols = run
+        p = pos[-3:, rows, cols]  # (3, n)
+        t, h, w = (int(torch.unique(p[i]).numel()) for i in range(3))
+        if t * h * w != cols.numel():
+            raise ValueError("could not read the visual grid off the position ids")
+        return t, h, w
+
+    def rope_positions(
+        self, inner: Any, kwargs: dict[str, Any], input_ids: Tensor, attention_mask: Tensor | None
+    ) -> Tensor:
+        """(3, B, L) the model's own M-RoPE positions of the uncompressed sequence."""
+        pos = kwargs.get("position_ids")
+        if pos is not None and pos.ndim == 3:
+            return pos[1:] if pos.shape[0] == 4 else pos
+        mm_types = kwargs.get("mm_token_type_ids")
+        if mm_types is None:
+            raise ValueError(
+                "Qwen-VL models need mm_token_type_ids (0 text, 1 image, 2 video) with visual "
+                "inputs; the processor returns them alongside input_ids"
+            )
+        extra = {}
+        if kwargs.get("second_per_grid_ts") is not None:
+            extra["second_per_grid_ts"] = kwargs["second_per_grid_ts"]
+        positions, _ = inner.get_rope_index(
+            input_ids,
+            mm_token_type_ids=mm_types,
+            image_grid_thw=kwargs.get("image_grid_thw"),
+            video_grid_thw=kwargs.get("video_grid_thw"),
+            attention_mask=attention_mask,
+            **extra,
+        )
+        return positions
+
+
+class InternVLFamily(Family):
+    name = "internvl"
+    class_names = ("InternVLForConditionalGeneration",)
+    visual_keys = ("pixel_values", "mm_encoder_outputs")
+
+    def units(
+        self, inner: Any, kwargs: dict[str, Any], input_ids: Tensor, embeds: Tensor
+    ) -> list[Unit]:
+        cfg = inner.config
+        mm = dict(kwargs.get("mm_encoder_outputs") or {})
+        if mm.get("image") is None:
+            mm["image"] = inner.get_image_features(
+                pixel_values=kwargs["pixel_values"],
+                vision_feature_layer=kwargs.get("vision_feature_layer"),
+                vision_feature_select_strategy=kwargs.get("vision_feature_select_strategy"),
+                return_dict=True,
+            )
+        feats = _features(mm["image"]).to(embeds.dtype)  # (tiles, N, D)
+        n = feats.shape[1]
+        per_row = (input_ids == cfg.image_token_id).sum(dim=1)
+        if bool((per_row % n).any()):
+            raise ValueError(f"image placeholders per sample are not multiples of {n} tokens")
+        tiles = (per_row // n).tolist()
+        runs = _runs(input_ids, cfg.image_token_id, [t * n for t in tiles], "images")
+        side = math.isqrt(n)
+        grid = (side, side) if side * side == n else None
+        units = []
+        start = 0
+        for row, (count, (_, cols)) in enumerate(zip(tiles, runs)):
+            if count == 0:
+                continue
+            f = feats[start : start + count]
+            start += count
+            embeds[row, cols] = f.reshape(count * n, -1)
+            units.append(Unit(row, cols, f, grid))
+        return units
+
+
+FAMILIES: tuple[Family, ...] = (LlavaOnevisionFamily(), QwenVLFamily(), InternVLFamily())
+
+
+def family_of(model: Any) -> Family:
+    """The family of a transformers model instance, or a TypeError naming the supported."""
+    names = {cls.__name__ for cls in type(model).__mro__}
+    for fam in FAMILIES:
+        if names.intersection(fam.class_names):
+            return fam
+    supported = ", ".join(name for fam in FAMILIES for name in fam.class_names)
+    raise TypeError(
+        f"vt.apply does not support {type(model).__name__}; supported model classes: "
+        f"{supported}"
+    )

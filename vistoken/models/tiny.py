@@ -1,0 +1,257 @@
+"""Tiny random-weight VLMs of every supported family, and processor-like inputs for them.
+
+For tests, benchmarks and trying ``vt.apply`` without downloading a checkpoint: each
+builder makes a real transformers model class from a small config (a few hundred thousand
+parameters, CPU-friendly) with deterministic weights, and ``*_inputs`` builds what that
+family's processor would return (placeholder runs of the right length, pixels, grids,
+``mm_token_type_ids``, left padding for batches).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+VOCAB = 256
+IMAGE_ID = 250
+VIDEO_ID = 251
+PAD_ID = 0
+
+
+def _text(**over: Any) -> dict[str, Any]:
+    cfg = {
+        "vocab_size": VOCAB,
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 3,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 4096,
+        "pad_token_id": PAD_ID,
+    }
+    cfg.update(over)
+    return cfg
+
+
+def _build(model_cls: Any, config: Any, seed: int, attn: str) -> Any:
+    config._attn_implementation = attn
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = model_cls(config)
+    return model.eval()
+
+
+def tiny_llava_onevision(seed: int = 0, attn: str = "sdpa", **text: Any) -> Any:
+    """LlavaOnevisionForConditionalGeneration: SigLIP 56px/8px patches (7x7, pooled to 4x4
+    = 16 tokens per video frame), Qwen2 LLM of width 64."""
+    from transformers import LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration
+
+    config = LlavaOnevisionConfig(
+        vision_config={
+            "model_type": "siglip_vision_model",
+            "image_size": 56,
+            "patch_size": 8,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 3,
+            "num_attention_heads": 4,
+        },
+        text_config={"model_type": "qwen2", **_text(**text)},
+        image_token_id=IMAGE_ID,
+        video_token_id=VIDEO_ID,
+        image_grid_pinpoints=[[56, 56], [56, 112]],
+        vision_feature_layer=-1,
+        vision_feature_select_strategy="full",
+    )
+    return _build(LlavaOnevisionForConditionalGeneration, config, seed, attn)
+
+
+def _qwen_text(**over: Any) -> dict[str, Any]:
+    return _text(rope_parameters={"rope_type": "default", "mrope_section": [2, 3, 3]}, **over)
+
+
+def tiny_qwen2_vl(seed: int = 0, attn: str = "sdpa", **text: Any) -> Any:
+    """Qwen2VLForConditionalGeneration: 4px patches, 2x2 merge, temporal patch 2."""
+    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
+
+    config = Qwen2VLConfig(
+        vision_config={
+            "depth": 2,
+            "embed_dim": 32,
+            "hidden_size": 64,
+            "num_heads": 2,
+            "patch_size": 4,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+            "mlp_ratio": 2,
+        },
+        text_config=_qwen_text(**text),
+        image_token_id=IMAGE_ID,
+        video_token_id=VIDEO_ID,
+        vision_start_token_id=252,
+        vision_end_token_id=253,
+    )
+    return _build(Qwen2VLForConditionalGeneration, config, seed, attn)
+
+
+def tiny_qwen2_5_vl(seed: int = 0, attn: str = "sdpa", **text: Any) -> Any:
+    """Qwen2_5_VLForConditionalGeneration with the same sizes as ``tiny_qwen2_vl``."""
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    config = Qwen2_5_VLConfig(
+        vision_config={
+            "depth": 2,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "out_hidden_size": 64,
+            "num_heads": 2,
+            "patch_size": 4,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+            "window_size": 16,
+            "fullatt_block_indexes": [1],
+        },
+        text_config=_qwen_text(**text),
+        image_token_id=IMAGE_ID,
+        video_token_id=VIDEO_ID,
+        vision_start_token_id=252,
+        vision_end_token_id=253,
+    )
+    return _build(Qwen2_5_VLForConditionalGeneration, config, seed, attn)
+
+
+def tiny_internvl(seed: int = 0, attn: str = "sdpa", **text: Any) -> Any:
+    """InternVLForConditionalGeneration: 32px tiles of 4px patches, pixel shuffle 0.5 ->
+    16 tokens per tile."""
+    from transformers import InternVLConfig, InternVLForConditionalGeneration
+
+    config = InternVLConfig(
+        vision_config={
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "image_size": [32, 32],
+            "patch_size": [4, 4],
+        },
+        text_config={"model_type": "qwen2", **_text(**text)},
+        image_token_id=IMAGE_ID,
+        downsample_ratio=0.5,
+        vision_feature_layer=-1,
+    )
+    return _build(InternVLForConditionalGeneration, config, seed, attn)
+
+
+def _pad_left(rows: list[Tensor], pad: int = PAD_ID) -> tuple[Tensor, Tensor]:
+    longest = max(r.numel() for r in rows)
+    ids = torch.full((len(rows), longest), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), longest), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, longest - r.numel() :] = r
+        mask[i, longest - r.numel() :] = 1
+    return ids, mask
+
+
+def _text_ids(n: int, gen: torch.Generator) -> Tensor:
+    return torch.randint(1, 240, (n,), generator=gen)
+
+
+def llava_onevision_inputs(
+    model: Any, frames: list[int], text: int = 6, seed: int = 0, prompt_first: int = 3
+) -> dict[str, Tensor]:
+    """Video inputs for ``tiny_llava_onevision``: one video of ``frames[i]`` frames per
+    sample, ``prompt_first`` text tokens before it and ``text`` after."""
+    gen = torch.Generator().manual_seed(seed)
+    size = model.config.vision_config.image_size
+    per_frame = (-(-(size // model.config.vision_config.patch_size) // 2)) ** 2
+    longest = max(frames)
+    pixels = torch.zeros(len(frames), longest, 3, size, size)
+    rows = []
+    for i, f in enumerate(frames):
+        pixels[i, :f] = torch.randn(f, 3, size, size, generator=gen)
+        rows.append(
+            torch.cat(
+                (
+                    _text_ids(prompt_first, gen),
+                    torch.full((f * per_frame + 1,), VIDEO_ID),
+                    _text_ids(text, gen),
+                )
+            )
+        )
+    if len(set(frames)) != 1:
+        raise ValueError("LLaVA-OneVision batches videos of one frame count")
+    ids, mask = _pad_left(rows)
+    return {"input_ids": ids, "attention_mask": mask, "pixel_values_videos": pixels}
+
+
+def qwen_vl_inputs(
+    model: Any,
+    videos: list[tuple[int, int, int]],
+    text: int = 6,
+    seed: int = 0,
+    prompt_first: int = 3,
+    kind: str = "video",
+) -> dict[str, Tensor]:
+    """Inputs for ``tiny_qwen2_vl``/``tiny_qwen2_5_vl``: one video (or image, with
+    ``kind="image"``) per sample with patch grid (t, h, w) (t a multiple of the temporal
+    patch for videos, 1 for images; h, w multiples of the merge size)."""
+    gen = torch.Generator().manual_seed(seed)
+    vc = model.config.vision_config
+    patch_dim = vc.in_channels * vc.temporal_patch_size * vc.patch_size**2
+    m2 = vc.spatial_merge_size**2
+    token = VIDEO_ID if kind == "video" else IMAGE_ID
+    type_id = 2 if kind == "video" else 1
+    rows, types, pixels = [], [], []
+    for t, h, w in videos:
+        n = t * h * w // m2
+        pixels.append(torch.randn(t * h * w, patch_dim, generator=gen))
+        rows.append(
+            torch.cat(
+                (
+                    _text_ids(prompt_first, gen),
+                    torch.tensor([252]),
+                    torch.full((n,), token),
+                    torch.tensor([253]),
+                    _text_ids(text, gen),
+                )
+            )
+        )
+        types.append(
+            torch.cat(
+                (
+                    torch.zeros(prompt_first + 1, dtype=torch.long),
+                    torch.full((n,), type_id),
+                    torch.zeros(1 + text, dtype=torch.long),
+                )
+            )
+        )
+    ids, mask = _pad_left(rows)
+    mm_types, _ = _pad_left(types, pad=0)
+    grid = torch.tensor(videos, dtype=torch.long)
+    out = {"input_ids": ids, "attention_mask": mask, "mm_token_type_ids": mm_types}
+    if kind == "video":
+        out |= {"pixel_values_videos": torch.cat(pixels), "video_grid_thw": grid}
+    else:
+        out |= {"pixel_values": torch.cat(pixels), "image_grid_thw": grid}
+    return out
+
+
+def internvl_inputs(model: Any, frames: list[int], text: int = 6, seed: int = 0) -> dict[str, Tensor]:
+    """Inputs for ``tiny_internvl``: per sample, ``frames[i]`` frames, each entering as an
+    image between text tokens ("Frame k: <img>...</img>"-like layout)."""
+    gen = torch.Generator().manual_seed(seed)
+    vc = model.config.vision_config
+    size = vc.image_size[0]
+    per_tile = int((size // vc.patch_size[0]) ** 2 * model.config.downsample_ratio**2)
+    rows, pixels = [], []
+    for f in frames:
+        parts = [_text_ids(2, gen)]
+        for _ in range(f):
+            parts += [_text_ids(2, gen), torch.full((per_tile,), IMAGE_ID)]
+        parts.append(_text_ids(text, gen))
+        rows.append(torch.cat(parts))
+        pixels.append(torch.randn(f, 3, size, size, generator=gen))
+    ids, mask = _pad_left(rows)
+    return {"input_ids": ids, "attention_mask": mask, "pixel_values": torch.cat(pixels)}
