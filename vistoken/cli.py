@@ -5,6 +5,8 @@ Commands::
     vistoken compress PATH [options]   decode, encode, compress; write summary.json + sheet.png
     vistoken demo [options]            the same on the bundled bigbuckbunny.mp4 clip
     vistoken methods                   list the registered compression methods
+    vistoken bench fidelity [options]  every method at every ratio: fidelity.md/.csv/.png
+    vistoken flops [options]           prefill FLOPs of a video VLM, full vs compressed
 
 Exit status: 0 on success, 2 for a usage error (bad flag or value, unknown method or option,
 detected before any work is done), 1 for a runtime input error (missing, unreadable or corrupt
@@ -26,6 +28,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from .core import check_retention
+from .eval import RATIOS
 
 __all__ = ["main"]
 
@@ -41,6 +44,19 @@ OUTPUT_NOTE = (
     f"The output folder is created if missing. Only {SUMMARY_NAME} and {SHEET_NAME} are "
     "written in it (replacing earlier ones of those names); nothing else there is touched."
 )
+FIDELITY_NAMES = ("fidelity.md", "fidelity.csv", "fidelity.png")
+FIDELITY_FRAMES = 32
+FIDELITY_RATIOS = RATIOS
+FIDELITY_OUT = "vistoken-fidelity"
+
+
+def _output_note(names: Sequence[str]) -> str:
+    """The output-folder rule of every command, for the files ``names``."""
+    listed = ", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else names[0]
+    return (
+        f"The output folder is created if missing. Only {listed} are written in it "
+        "(replacing earlier ones of those names); nothing else there is touched."
+    )
 
 
 class UsageError(Exception):
@@ -91,6 +107,33 @@ def _positive_int(text: str) -> int:
     if v < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {text!r}")
     return v
+
+
+def _name_list(text: str) -> list[str]:
+    """--methods: comma-separated names, none empty, none repeated."""
+    names = [t.strip() for t in text.split(",")]
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"must be comma-separated names, got {text!r}")
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise argparse.ArgumentTypeError(f"{', '.join(dup)} given twice")
+    return names
+
+
+def _ratio_list(text: str) -> list[float]:
+    """--ratios: comma-separated retention ratios in (0, 1], none repeated."""
+    parts = [t.strip() for t in text.split(",")]
+    if not all(parts):
+        raise argparse.ArgumentTypeError(f"must be comma-separated numbers, got {text!r}")
+    ratios = []
+    for part in parts:
+        try:
+            ratios.append(check_retention(float(part)))
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"{part!r}: {exc}") from None
+    if len(set(ratios)) != len(ratios):
+        raise argparse.ArgumentTypeError(f"a ratio is given twice in {text!r}")
+    return ratios
 
 
 def _int(text: str) -> int:
@@ -221,6 +264,68 @@ def build_parser() -> argparse.ArgumentParser:
         help="list the registered compression methods",
         description="List the registered compression methods with their options.",
     )
+    _add_flops_parser(sub)
+
+    b = sub.add_parser(
+        "bench",
+        help="measure the compression methods (see 'vistoken bench --help')",
+        description="Benchmarks of the compression methods.",
+    )
+    bsub = b.add_subparsers(dest="bench_command", metavar="BENCH", parser_class=_Parser)
+    f = bsub.add_parser(
+        "fidelity",
+        help="reconstruction, attention error and frame coverage of every method",
+        description="Decode T frames of a video (default: the bundled bigbuckbunny.mp4), "
+        "encode them with the default encoder, compress the tokens with every pre-LLM method "
+        "(methods that act inside a model are skipped) at every retention ratio and measure "
+        "how well the output tokens stand for the input: reconstruction (mean cosine of each "
+        "input token to the output token representing it), attention error (relative error "
+        "of a softmax-attention readout) and frame coverage. Writes "
+        f"DIR/{FIDELITY_NAMES[0]}, DIR/{FIDELITY_NAMES[1]} and DIR/{FIDELITY_NAMES[2]}. "
+        f"{_output_note(FIDELITY_NAMES)}",
+    )
+    f.add_argument(
+        "--video",
+        type=Path,
+        metavar="PATH",
+        help="video (any format FFmpeg reads) or image (default: the bundled bigbuckbunny.mp4)",
+    )
+    f.add_argument(
+        "--frames",
+        type=_positive_int,
+        default=FIDELITY_FRAMES,
+        metavar="T",
+        help=f"frames to sample uniformly (default: {FIDELITY_FRAMES})",
+    )
+    f.add_argument(
+        "--methods",
+        type=_name_list,
+        metavar="A,B,...",
+        help="comma-separated methods (default: every registered method that runs on encoder "
+        "tokens; see 'vistoken methods')",
+    )
+    f.add_argument(
+        "--ratios",
+        type=_ratio_list,
+        metavar="R,R,...",
+        help="comma-separated retention ratios in (0, 1] (default: "
+        f"{','.join(f'{r:g}' for r in FIDELITY_RATIOS)})",
+    )
+    f.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help=f"output folder (default: ./{FIDELITY_OUT})",
+    )
+    f.add_argument(
+        "--device",
+        help="where the encoder and the methods run, e.g. cpu or cuda (default: cuda if "
+        "available, else cpu)",
+    )
+    f.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    f.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    f.add_argument("--debug", action="store_true", help="debug logging; show tracebacks on errors")
     return parser
 
 
@@ -409,19 +514,35 @@ def _frames_text(n: int) -> str:
     return f"{n} frame" if n == 1 else f"{n} frames"
 
 
+def _output_folder(out: Path | None, default_out: str) -> Path:
+    """The output folder (``./default_out`` when ``out`` is None), checked before any work.
+
+    The rule shared by every command: the folder is created if missing and may already hold
+    other files (they are left alone; only the command's own file names are replaced), but a
+    path that exists and is not a folder is an error.
+    """
+    out_dir = out if out is not None else Path.cwd() / default_out
+    if out_dir.exists() and not out_dir.is_dir():
+        raise NotADirectoryError(f"output folder {str(out_dir)!r} exists and is not a folder")
+    return out_dir
+
+
+def _check_input(input_path: Path) -> None:
+    """FileNotFoundError / IsADirectoryError when ``input_path`` is not an existing file."""
+    if not input_path.exists():
+        raise FileNotFoundError(f"{str(input_path)!r}: no such file")
+    if input_path.is_dir():
+        raise IsADirectoryError(f"{str(input_path)!r} is a folder, not a video or image file")
+
+
 def _run(args: argparse.Namespace, input_path: Path, default_out: str) -> int:
     # everything that can be checked cheaply, before decoding
     method, options, retention = _method_options(args)
     if args.start is not None and args.end is not None and args.start >= args.end:
         raise UsageError(f"argument --end: must be after --start ({args.start} >= {args.end})")
     device = _resolve_device(args.device)
-    out_dir = args.out if args.out is not None else Path.cwd() / default_out
-    if out_dir.exists() and not out_dir.is_dir():
-        raise NotADirectoryError(f"output folder {str(out_dir)!r} exists and is not a folder")
-    if not input_path.exists():
-        raise FileNotFoundError(f"{str(input_path)!r}: no such file")
-    if input_path.is_dir():
-        raise IsADirectoryError(f"{str(input_path)!r} is a folder, not a video or image file")
+    out_dir = _output_folder(args.out, default_out)
+    _check_input(input_path)
 
     import torch
 
@@ -514,7 +635,268 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return _run(args, bundled_video(), "vistoken-demo")
 
 
-COMMANDS = {"compress": _cmd_compress, "demo": _cmd_demo, "methods": _cmd_methods}
+def _bench_methods(names: list[str] | None) -> list[str]:
+    """The methods of a bench run: ``names`` checked, or every pre-LLM method."""
+    from .core import get_method, methods
+
+    if names is None:
+        return [m for m in methods() if not get_method(m).needs_model]
+    for name in names:
+        try:
+            spec = get_method(name)
+        except ValueError as exc:
+            raise UsageError(f"argument --methods: {exc}") from None
+        if spec.needs_model:
+            raise UsageError(
+                f"argument --methods: {name!r} acts inside a model and cannot run on the "
+                "tokens of an encoder"
+            )
+    return names
+
+
+def _cmd_bench_fidelity(args: argparse.Namespace) -> int:
+    # everything that can be checked cheaply, before decoding
+    names = _bench_methods(args.methods)
+    ratios = list(FIDELITY_RATIOS) if args.ratios is None else args.ratios
+    device = _resolve_device(args.device)
+    out_dir = _output_folder(args.out, FIDELITY_OUT)
+    if args.video is None:
+        from .video import bundled_video
+
+        input_path = bundled_video()
+    else:
+        input_path = args.video
+    _check_input(input_path)
+
+    from .encoders import default_encoder
+    from .eval import run_fidelity, write_report
+    from .video import load_frames
+
+    progress = not args.quiet and sys.stderr.isatty()
+    t0 = time.perf_counter()
+    frames = load_frames(input_path, args.frames, progress=progress)
+    encoder = default_encoder(device)
+    feats = encoder(frames.array, progress=progress)
+    grid = tuple(encoder.grid)
+    t, n, d = feats.shape
+    logger.info("encoded %d frames of %s in %.2f s", t, input_path, time.perf_counter() - t0)
+
+    t0 = time.perf_counter()
+    rows = run_fidelity(feats, grid, methods=names, ratios=ratios, progress=progress)
+    seconds = time.perf_counter() - t0
+    title = f"Fidelity on {input_path.name}: {_frames_text(t)} x {n} tokens x {d} channels"
+    paths = write_report(rows, out_dir, title)
+
+    lines = [
+        f"{input_path}: {_frames_text(t)} (of {frames.total_frames}), {t * n} tokens of "
+        f"dimension {d}",
+        f"  ran      {len(names)} methods x {len(ratios)} ratios in {seconds:.1f} s",
+        *(f"  note     {note}" for note in frames.notes),
+        f"  wrote    {paths['md']}",
+        f"           {paths['csv']}",
+        f"           {paths['png']}",
+    ]
+    print("\n".join(lines))
+    return 0
+
+
+BENCHES = {"fidelity": _cmd_bench_fidelity}
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    if args.bench_command is None:
+        raise UsageError(
+            f"a benchmark is required: {', '.join(BENCHES)} (see '{PROG} bench --help')"
+        )
+    return BENCHES[args.bench_command](args)
+
+
+# --------------------------------------------------------------------------------------------
+# flops: the analytic prefill cost model (vistoken/flops.py)
+
+FLOPS_MODEL = "llava-onevision-7b"
+FLOPS_FRAMES = 32  # the field's LLaVA-OneVision setting (REFERENCE.md section 4)
+FLOPS_TEXT_TOKENS = 100
+
+
+def _count_arg(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text!r}")
+    return v
+
+
+def _add_flops_parser(sub: Any) -> None:
+    from .flops import DEFAULT_FASTV_LAYER, FORMULAS, PRESETS
+
+    f = sub.add_parser(
+        "flops",
+        help="prefill FLOPs of a video VLM, full vs compressed",
+        description="Analytic prefill cost of a video VLM's language model with all visual "
+        "tokens and with a fraction of them kept (one multiply-add = 1 FLOP, as papers "
+        "count). Formula 'fastv' is the one papers print (4nd^2 + 2n^2d + 2ndm per layer); "
+        "'exact' counts grouped-query attention, the gated MLP, the causal half of attention "
+        "and the lm_head on the last token.",
+    )
+    f.add_argument(
+        "--model",
+        default=FLOPS_MODEL,
+        metavar="NAME",
+        help=f"model preset: {', '.join(PRESETS)} (default: {FLOPS_MODEL})",
+    )
+    f.add_argument(
+        "--frames",
+        type=_positive_int,
+        default=FLOPS_FRAMES,
+        metavar="T",
+        help=f"video frames (default: {FLOPS_FRAMES})",
+    )
+    f.add_argument(
+        "--retention",
+        type=_retention,
+        default=DEFAULT_RETENTION,
+        metavar="R",
+        help=f"fraction of visual tokens kept, in (0, 1] (default: {DEFAULT_RETENTION})",
+    )
+    f.add_argument(
+        "--text-tokens",
+        type=_count_arg,
+        default=FLOPS_TEXT_TOKENS,
+        metavar="N",
+        help=f"text tokens of the prompt (default: {FLOPS_TEXT_TOKENS})",
+    )
+    f.add_argument(
+        "--tokens-per-frame",
+        type=_positive_int,
+        metavar="N",
+        help="visual tokens per frame (default: the preset's, e.g. 196 for LLaVA-OneVision)",
+    )
+    f.add_argument(
+        "--formula", choices=FORMULAS, default="fastv", help="cost formula (default: fastv)"
+    )
+    f.add_argument(
+        "--method",
+        metavar="NAME",
+        help="'fastv' to prune inside the LLM from --layer on; default: compression before "
+        "the LLM (every layer sees the kept tokens), as any method of 'vistoken methods'",
+    )
+    f.add_argument(
+        "--layer",
+        type=_int,
+        metavar="K",
+        help=f"FastV's pruning layer, with --method fastv (default: {DEFAULT_FASTV_LAYER})",
+    )
+    f.add_argument(
+        "--vision",
+        action="store_true",
+        help="add the vision tower and projector on every frame (LLaVA and InternVL presets)",
+    )
+    f.add_argument("--json", action="store_true", help="print the figures as JSON")
+
+
+def _cmd_flops(args: argparse.Namespace) -> int:
+    from .flops import DEFAULT_FASTV_LAYER, check_method, kept_tokens, prefill_flops, resolve
+
+    try:
+        preset = resolve(args.model)
+    except ValueError as exc:
+        raise UsageError(f"argument --model: {exc}") from None
+    if args.layer is not None and args.method != "fastv":
+        raise UsageError("argument --layer: only with --method fastv")
+    per_frame = args.tokens_per_frame or preset.tokens_per_frame
+    visual = args.frames * per_frame
+    text = args.text_tokens
+    layer = DEFAULT_FASTV_LAYER if args.method == "fastv" and args.layer is None else args.layer
+    common = {
+        "formula": args.formula,
+        "method": args.method,
+        "layer": layer,
+        "vision": args.vision,
+        "frames": args.frames,
+    }
+    try:
+        check_method(args.method)
+    except ValueError as exc:
+        raise UsageError(f"argument --method: {exc}") from None
+    layers = preset.llm.num_hidden_layers
+    if layer is not None and not 0 <= layer <= layers:
+        raise UsageError(f"argument --layer: must be in [0, {layers}] for {preset.name}")
+    if args.vision and preset.vision is None:
+        raise UsageError(f"argument --vision: no vision tower is modelled for {preset.name}")
+    try:
+        full = prefill_flops(preset, visual, text, 1.0, **common)
+        compressed = prefill_flops(preset, visual, text, args.retention, **common)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    kept = kept_tokens(visual, args.retention)
+    llm = preset.llm
+    summary = {
+        "model": preset.name,
+        "llm": {
+            "name": llm.name,
+            "layers": llm.num_hidden_layers,
+            "hidden_size": llm.hidden_size,
+            "intermediate_size": llm.intermediate_size,
+            "attention_heads": llm.num_attention_heads,
+            "key_value_heads": llm.num_key_value_heads,
+        },
+        "formula": args.formula,
+        "method": args.method,
+        "layer": layer,
+        "vision": args.vision,
+        "frames": args.frames,
+        "tokens_per_frame": per_frame,
+        "visual_tokens": visual,
+        "text_tokens": text,
+        "retention": args.retention,
+        "kept_visual_tokens": kept,
+        "tokens_full": visual + text,
+        "tokens_compressed": kept + text,
+        "flops_full": full,
+        "flops_compressed": compressed,
+        "tflops_full": full / 1e12,
+        "tflops_compressed": compressed / 1e12,
+        "ratio": compressed / full if full else 1.0,
+    }
+    if args.json:
+        print(_dumps(summary))
+        return 0
+    if args.method == "fastv":
+        where = (
+            f"fastv inside the LLM: layers < {layer} see {visual + text} tokens, "
+            f"layers >= {layer} see {kept + text}"
+        )
+    else:
+        where = f"{args.method or 'compression'} before the LLM: every layer sees the kept tokens"
+    ratio = summary["ratio"]
+    fewer = f"{full / compressed:.2f}x fewer" if compressed else ""
+    lines = [
+        f"{preset.name}: {llm.name}, {llm.num_hidden_layers} layers, d={llm.hidden_size}, "
+        f"m={llm.intermediate_size}; formula {args.formula} (1 multiply-add = 1 FLOP)"
+        + (", vision tower included" if args.vision else ""),
+        f"  input      {_frames_text(args.frames)} x {per_frame} = {visual} visual tokens, "
+        f"{text} text tokens",
+        f"  method     {where}",
+        f"  {'':<10} {'tokens':>7} {'TFLOPs':>9}",
+        f"  {'full':<10} {visual + text:>7} {full / 1e12:>9.2f}",
+        f"  {'compressed':<10} {kept + text:>7} {compressed / 1e12:>9.2f}   "
+        f"retention {args.retention:g}",
+        f"  {'ratio':<10} {'':>7} {ratio:>9.2%}   {fewer}",
+    ]
+    print("\n".join(lines))
+    return 0
+
+
+COMMANDS = {
+    "compress": _cmd_compress,
+    "demo": _cmd_demo,
+    "methods": _cmd_methods,
+    "flops": _cmd_flops,
+    "bench": _cmd_bench,
+}
 
 
 # --------------------------------------------------------------------------------------------

@@ -44,8 +44,9 @@ def check_positive(name: str, option: str, value: Any) -> float:
     return float(value)
 
 
-def selection(x: Tensor, keep_idx: Tensor, grid: tuple[int, int] | None,
-              info: dict[str, Any]) -> Compressed:
+def selection(
+    x: Tensor, keep_idx: Tensor, grid: tuple[int, int] | None, info: dict[str, Any]
+) -> Compressed:
     """The Compressed result of keeping the input tokens ``keep_idx`` (flat, frame-major).
 
     x: (T, N, D); keep_idx: (M,) distinct int64 indices into T*N, any order (sorted here).

@@ -125,12 +125,16 @@ def pool_assign(
     split_count = budget - cells
     if split_count == 0:
         return cell, (gt, gh, gw), 0
-    ext = torch.stack(
-        torch.meshgrid(
-            _extents(num_frames, gt), _extents(h, gh), _extents(w, gw), indexing="ij"
-        ),
-        dim=-1,
-    ).reshape(cells, 3).to(device)
+    ext = (
+        torch.stack(
+            torch.meshgrid(
+                _extents(num_frames, gt), _extents(h, gh), _extents(w, gw), indexing="ij"
+            ),
+            dim=-1,
+        )
+        .reshape(cells, 3)
+        .to(device)
+    )
     size = ext.prod(dim=1)
     order = torch.sort(-size, stable=True).indices  # most members first, then earlier cell
     split = torch.zeros(cells, dtype=torch.int64, device=device)
@@ -145,9 +149,7 @@ def pool_assign(
 
 
 @register("pool", kind="merge", needs_grid=True)
-def pool(
-    x: Tensor, *, grid: tuple[int, int] | None, budget: int | None
-) -> Compressed:
+def pool(x: Tensor, *, grid: tuple[int, int] | None, budget: int | None) -> Compressed:
     """PLLaVA adaptive average pooling over (t, h, w) to exactly ``budget`` tokens.
 
     x: (T, N, D). The pooled grid is the most balanced one (see the module docstring);

@@ -105,7 +105,11 @@ def temporal_step(reps: Tensor, tau: float, sampled: Tensor | None = None):
 
 
 def scc_structure(
-    x: Tensor, xn: Tensor, tau: float, mode: str = "exact", epsilon: float = DEFAULT_EPSILON,
+    x: Tensor,
+    xn: Tensor,
+    tau: float,
+    mode: str = "exact",
+    epsilon: float = DEFAULT_EPSILON,
     seed: int = 0,
 ) -> SCCStructure:
     """Spatial then temporal step for one tau. x, xn: (T, N, D) work dtype."""
@@ -186,9 +190,7 @@ def _check_options(tau, mode, epsilon, seed) -> None:
         isinstance(tau, bool) or not isinstance(tau, (int, float)) or not math.isfinite(tau)
     ):
         raise ValueError(f"scc tau must be a finite number (a cosine threshold), got {tau!r}")
-    if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or not (
-        0 < epsilon <= 1
-    ):
+    if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or not (0 < epsilon <= 1):
         raise ValueError(f"scc epsilon must be a number in (0, 1], got {epsilon!r}")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ValueError(f"scc seed must be an int, got {seed!r}")
@@ -229,8 +231,9 @@ def scc(
         st = structure(tau)
         keep = None
     else:
-        tau, count, st = _search_tau(lambda v: ((s := structure(v)).reps.shape[0], s), budget,
-                                     total)
+        tau, count, st = _search_tau(
+            lambda v: ((s := structure(v)).reps.shape[0], s), budget, total
+        )
         settled = count - budget
         keep = None
         if settled > 0:

@@ -145,8 +145,12 @@ class Handle:
             budget = budget_for(self.retention, t * n)
             opts = {k: v for k, v in self.options.items() if k == "dominant_share"}
             return visionzip(
-                unit.tokens, unit.extra["received"], unit.extra["keys"], budget,
-                grid=unit.grid, **opts,
+                unit.tokens,
+                unit.extra["received"],
+                unit.extra["keys"],
+                budget,
+                grid=unit.grid,
+                **opts,
             )
         return compress(
             unit.tokens, self.method, retention=self.retention, grid=unit.grid, **self.options
@@ -276,7 +280,8 @@ def apply(model: Any, method: str, *, retention: float | None = None, **options:
     unknown = sorted(set(options) - allowed)
     if unknown:
         raise ValueError(
-            f"unknown option(s) {unknown} for method {method!r}; accepted: {sorted(allowed) or 'none'}"
+            f"unknown option(s) {unknown} for method {method!r}; "
+            f"accepted: {sorted(allowed) or 'none'}"
         )
     existing = model.__dict__.get("_vistoken_handle")
     if existing is not None and existing.active:
@@ -287,7 +292,9 @@ def apply(model: Any, method: str, *, retention: float | None = None, **options:
         if method == "fastv" and retention is None:
             retention = 0.5  # FastV's paper setting, R = 50%
         if retention is None:
-            raise ValueError(f"method {method!r} needs retention= (the share of visual tokens kept)")
+            raise ValueError(
+                f"method {method!r} needs retention= (the share of visual tokens kept)"
+            )
     handle = Handle(model, family, method, retention, options)
     inner = handle._inner
     if method == "fastv":

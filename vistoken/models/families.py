@@ -127,7 +127,7 @@ class LlavaOnevisionFamily(Family):
             newline = inner.image_newline.to(embeds.device, embeds.dtype)
             base_h, base_w = self.base_grid(cfg)
             runs = _runs(input_ids, cfg.image_token_id, [f.shape[0] for f in feats], "images")
-            for f, (rows, cols) in zip(feats, runs):
+            for f, (rows, cols) in zip(feats, runs, strict=True):
                 row = int(rows[0])
                 embeds[row, cols] = f
                 tokens = ~(f == newline).all(dim=-1)
@@ -148,7 +148,7 @@ class LlavaOnevisionFamily(Family):
                     "tokens plus one newline"
                 )
             runs = _runs(input_ids, cfg.video_token_id, [feats.shape[1]] * feats.shape[0], "videos")
-            for f, (rows, cols) in zip(feats, runs):
+            for f, (rows, cols) in zip(feats, runs, strict=True):
                 row = int(rows[0])
                 embeds[row, cols] = f
                 frames = f[:-1].reshape(per // (h * w), h * w, f.shape[-1])
@@ -170,7 +170,13 @@ class QwenVLFamily(Family):
         mm = dict(kwargs.get("mm_encoder_outputs") or {})
         units: list[Unit] = []
         for kind, pix_key, grid_key, token_id, get in (
-            ("image", "pixel_values", "image_grid_thw", cfg.image_token_id, inner.get_image_features),
+            (
+                "image",
+                "pixel_values",
+                "image_grid_thw",
+                cfg.image_token_id,
+                inner.get_image_features,
+            ),
             (
                 "video",
                 "pixel_values_videos",
@@ -194,7 +200,7 @@ class QwenVLFamily(Family):
                 llm_grids = [(t, h // m, w // m) for t, h, w in grids.tolist()]
             else:  # generate() encoded the pixels and dropped the grids: read them off M-RoPE
                 llm_grids = [self._grid_from_positions(kwargs, r) for r in runs]
-            for f, (rows, cols), (t, h, w) in zip(feats, runs, llm_grids):
+            for f, (rows, cols), (t, h, w) in zip(feats, runs, llm_grids, strict=True):
                 f = f.to(embeds.dtype)
                 row = int(rows[0])
                 embeds[row, cols] = f
@@ -272,7 +278,7 @@ class InternVLFamily(Family):
         grid = (side, side) if side * side == n else None
         units = []
         start = 0
-        for row, (count, (_, cols)) in enumerate(zip(tiles, runs)):
+        for row, (count, (_, cols)) in enumerate(zip(tiles, runs, strict=True)):
             if count == 0:
                 continue
             f = feats[start : start + count]
@@ -293,6 +299,5 @@ def family_of(model: Any) -> Family:
             return fam
     supported = ", ".join(name for fam in FAMILIES for name in fam.class_names)
     raise TypeError(
-        f"vt.apply does not support {type(model).__name__}; supported model classes: "
-        f"{supported}"
+        f"vt.apply does not support {type(model).__name__}; supported model classes: {supported}"
     )

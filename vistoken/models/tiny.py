@@ -238,7 +238,9 @@ def qwen_vl_inputs(
     return out
 
 
-def internvl_inputs(model: Any, frames: list[int], text: int = 6, seed: int = 0) -> dict[str, Tensor]:
+def internvl_inputs(
+    model: Any, frames: list[int], text: int = 6, seed: int = 0
+) -> dict[str, Tensor]:
     """Inputs for ``tiny_internvl``: per sample, ``frames[i]`` frames, each entering as an
     image between text tokens ("Frame k: <img>...</img>"-like layout)."""
     gen = torch.Generator().manual_seed(seed)
