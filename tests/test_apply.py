@@ -245,3 +245,73 @@ def test_image_inputs(models):
         out = logits(model, x)
     assert h.stats["visual_tokens"] == 16 and h.stats["kept_tokens"] == 4
     assert out.shape[1] == x["input_ids"].shape[1] - 12
+
+
+def test_visionzip_in_llava_onevision(models):
+    from vistoken.models.visionzip import AttentionProbe, resize_stats, visionzip
+
+    model = models["llava-onevision"]
+    x = inputs_for("llava-onevision", model, seed=4)
+    with vt.apply(model, "visionzip", retention=0.25) as h:
+        out = logits(model, x)
+        with torch.no_grad():
+            gen = model.generate(**x, max_new_tokens=3, do_sample=False)
+    c = h.last[0]
+    assert c.num_tokens == 16 and out.shape[1] == x["input_ids"].shape[1] - 48
+    assert gen.shape[1] == x["input_ids"].shape[1] + 3
+    # the same selection computed by hand from the tower's layer -2 attention
+    inner = model.model
+    with AttentionProbe(inner.vision_tower, layer=-2) as probe, torch.no_grad():
+        feats = inner.get_video_features(x["pixel_values_videos"], return_dict=True).pooler_output
+        received, keys = probe.pop()
+    frames = feats[0, :-1].reshape(4, 16, -1)
+    r = resize_stats(received[:, :, None], (7, 7), (4, 4))[..., 0]
+    k = resize_stats(keys, (7, 7), (4, 4))
+    ref = visionzip(frames, r, k, 16, grid=(4, 4))
+    assert torch.equal(ref.sources, c.sources) and torch.allclose(ref.tokens, c.tokens)
+    with pytest.raises(TypeError, match="LLaVA-OneVision"):
+        vt.apply(models["qwen2-vl"], "visionzip", retention=0.25)
+
+
+@pytest.mark.parametrize("name", ["llava-onevision", "qwen2-vl"])
+def test_fastv_in_a_vlm_selects_the_same_under_sdpa_and_eager(name):
+    build = FAMILIES[name][0]
+    sdpa, eager = build(attn="sdpa"), build(attn="eager")
+    x = inputs_for(name, sdpa, seed=5)
+    keeps, outs = [], []
+    for model in (sdpa, eager):
+        seen, hook = lengths_seen(model)
+        later = []
+        h2 = model.model.language_model.layers[2].register_forward_hook(
+            lambda mod, args, out: later.append(
+                (out[0] if isinstance(out, tuple) else out).shape[1]
+            )
+        )
+        try:
+            with vt.apply(model, "fastv", retention=0.25, layer=2) as h:
+                outs.append(logits(model, x))
+                with torch.no_grad():
+                    gen = model.generate(**x, max_new_tokens=3, do_sample=False)
+                keeps.append(h._parts[0].last_keep.clone())
+        finally:
+            hook.remove()
+            h2.remove()
+        length = x["input_ids"].shape[1]
+        assert seen[0] == length  # layers before K see every token
+        # FastV treats every placeholder as visual (LLaVA-OneVision's newline too: 65)
+        visual = h.stats["visual_tokens"]
+        assert visual == (65 if name == "llava-onevision" else 64)
+        assert h.stats["kept_tokens"] == -(-visual // 4)
+        assert later[0] == length - visual + h.stats["kept_tokens"]  # layers from K on
+        assert gen.shape[1] == length + 3
+    assert torch.equal(keeps[0], keeps[1])
+    assert torch.allclose(outs[0], outs[1], atol=1e-4)
+
+
+def test_fastv_default_is_half_and_rejects_a_bad_layer(models):
+    model = models["internvl"]
+    with vt.apply(model, "fastv") as h:
+        assert h.retention == 0.5
+    with pytest.raises(ValueError, match="layer"):
+        vt.apply(model, "fastv", retention=0.5, layer=9)
+    assert "_vistoken_handle" not in model.__dict__

@@ -239,6 +239,14 @@ class Handle:
         from .visionzip import resize_stats
 
         received, keys = self._parts[0].pop()
+        frames = sum(u.tokens.shape[0] for u in units)
+        if received.shape[0] < frames:
+            raise RuntimeError(
+                f"the vision tower's attention was recorded for {received.shape[0]} frames, "
+                f"the prefill has {frames}"
+            )
+        # the latest tower calls are this prefill's (older records: direct feature calls)
+        received, keys = received[-frames:], keys[-frames:]
         fam = self.family
         assert isinstance(fam, LlavaOnevisionFamily)
         cfg = self._inner.config

@@ -1,0 +1,467 @@
+"""FastV: prune visual tokens inside the language model (Chen et al., 2024).
+
+After decoder layer ``K - 1`` (``K = layer``), every visual token is scored by the attention
+the LAST query position pays to it in that layer (softmax over keys, mean over heads), and
+only the top ``max(1, ceil(retention * n_visual))`` visual tokens of each sample go on to
+layers ``>= K``. Text tokens (and padding) always stay. Kept tokens keep their original
+positions (RoPE), so layers ``>= K`` really run on fewer tokens and write fewer entries to
+their KV cache, while layers ``< K`` see the full sequence.
+
+SDPA and FlashAttention never return attention weights, so the one score row is recomputed
+from the layer's own ``q_proj``/``k_proj`` (plus ``q_norm``/``k_norm`` where present), the
+rotary ``position_embeddings`` the layer receives and the layer's attention mask; the layer
+itself runs once, untouched.
+
+Everything is done with removable forward hooks on one model instance
+(``register_forward_pre_hook(..., with_kwargs=True)``): no class is patched and no model
+attribute is written. :meth:`FastV.remove` leaves the model exactly as it was.
+
+Mask formats handled (what the decoder layers receive):
+
+- ``None``: SDPA/eager with no padding (plain causal); FastV builds the mask it needs in
+  the format of the attention implementation (bool for SDPA, additive float for eager,
+  a 2D keep mask for FlashAttention).
+- 4D bool ``(B|1, 1, q, kv)`` (SDPA, True = attend) or 4D float (eager, 0 / dtype min):
+  gathered at the kept rows and columns.
+- 2D ``(B, kv)`` padding mask (FlashAttention): gathered at the kept columns.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.hooks import RemovableHandle
+
+from ..core import budget_for, check_retention
+
+__all__ = ["FastV"]
+
+logger = logging.getLogger(__name__)
+
+
+def _rotate_half(x: Tensor) -> Tensor:
+    """Rotate half the last dimension: (x1, x2) -> (-x2, x1), as HF's Llama-style RoPE."""
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+def _gather_seq(x: Tensor, index: Tensor, seq_dim: int) -> Tensor:
+    """Gather ``x`` along its sequence dimension with a per-row index.
+
+    x: (..., B|1, L, ...) with batch at ``seq_dim - 1``; index: (B, Lk) long.
+    Returns (..., B, Lk, ...).
+    """
+    seq_dim = seq_dim % x.ndim
+    b, lk = index.shape
+    shape = list(x.shape)
+    shape[seq_dim - 1] = b
+    x = x.expand(shape)
+    view = [1] * x.ndim
+    view[seq_dim - 1], view[seq_dim] = b, lk
+    idx_shape = list(shape)
+    idx_shape[seq_dim] = lk
+    return x.gather(seq_dim, index.view(view).expand(idx_shape))
+
+
+class FastV:
+    """FastV in-LLM visual token pruning, as removable hooks on one decoder-only text model.
+
+    Args:
+        text_model: a HF decoder stack (``Qwen2Model``-style: ``.layers``, each with
+            ``input_layernorm`` and ``self_attn.q_proj/k_proj``, optional ``q_norm/k_norm``,
+            and a ``.config`` with ``num_attention_heads``, ``num_key_value_heads`` and
+            ``head_dim`` or ``hidden_size``).
+        retention: fraction in (0, 1] of each sample's visual tokens kept for layers >= layer.
+        layer: K >= 1: the scores come from layer K - 1, layers >= K see the kept tokens.
+
+    Attributes:
+        last_keep: (B, L_keep) long after the last pruned prefill: the original sequence
+            index of every position layers >= K ran on, ascending per row. Rows with fewer
+            kept positions than the longest are left-padded with -1. None before any
+            prefill, after a prefill that was not prepared, or when nothing was dropped.
+        last_scores: (B, L) float32: the last query's attention to every key at layer K-1
+            (mean over heads; 0 on masked keys) from the last prepared prefill.
+
+    Use::
+
+        fastv = FastV(model.model.language_model, retention=0.5, layer=2)
+        fastv.prepare(input_ids == image_token_id)   # (B, L) bool, before each prefill
+        model.generate(**inputs)
+        fastv.remove()
+    """
+
+    last_keep: Tensor | None
+    last_scores: Tensor | None
+
+    def __init__(self, text_model: nn.Module, *, retention: float, layer: int = 2) -> None:
+        self.retention = check_retention(retention)
+        layers = getattr(text_model, "layers", None)
+        if not isinstance(layers, nn.ModuleList) or len(layers) == 0:
+            raise ValueError(
+                "text_model must be a decoder stack with a non-empty `.layers` ModuleList "
+                f"(e.g. Qwen2Model), got {type(text_model).__name__}"
+            )
+        n_layers = len(layers)
+        if isinstance(layer, bool) or not isinstance(layer, int):
+            raise TypeError(f"layer must be an int, got {type(layer).__name__}")
+        if not 1 <= layer < n_layers:
+            raise ValueError(
+                f"layer must satisfy 1 <= layer < num_layers = {n_layers} (scores come from "
+                f"layer - 1, pruning applies from layer on), got {layer}"
+            )
+        config = text_model.config
+        self.text_model = text_model
+        self.layer = layer
+        self.num_heads = int(config.num_attention_heads)
+        self.num_kv_heads = int(getattr(config, "num_key_value_heads", None) or self.num_heads)
+        self.head_dim = int(
+            getattr(config, "head_dim", None) or config.hidden_size // self.num_heads
+        )
+        attn = layers[layer - 1].self_attn
+        self.scaling = float(getattr(attn, "scaling", self.head_dim**-0.5))
+
+        self.last_keep = None
+        self.last_scores = None
+        self._pending: Tensor | None = None  # (B, L) bool from prepare()
+        # Selection of the last pruned prefill (persists over its decode steps):
+        self._index: Tensor | None = None  # (B, Lk) long, always a valid position
+        self._valid: Tensor | None = None  # (B, Lk) bool, False on left padding of the index
+        self._prefill_len = 0
+        self._pruning_now = False  # the current forward is a pruned prefill
+        self._memo: dict[str, tuple[Any, Any]] = {}  # per-forward cache of sliced inputs
+
+        self._handles: list[RemovableHandle] = [
+            text_model.register_forward_pre_hook(self._on_model_start, with_kwargs=True),
+            text_model.register_forward_hook(self._on_model_end),
+            layers[layer - 1].register_forward_pre_hook(self._score_hook, with_kwargs=True),
+        ]
+        for i in range(layer, n_layers):
+            self._handles.append(
+                layers[i].register_forward_pre_hook(self._make_prune_hook(i), with_kwargs=True)
+            )
+
+    # ------------------------------------------------------------------ public API
+
+    def prepare(self, visual_mask: Tensor) -> None:
+        """Mark the visual positions of the next prefill.
+
+        visual_mask: (B, L) bool (or 0/1 integer), True where the NEXT prefill's sequence
+        position holds a visual token. Call right before the prefill forward/generate.
+        """
+        if not isinstance(visual_mask, Tensor):
+            raise TypeError(
+                f"visual_mask must be a (B, L) bool tensor, got {type(visual_mask).__name__}"
+            )
+        if visual_mask.ndim != 2 or visual_mask.shape[0] == 0 or visual_mask.shape[1] == 0:
+            raise ValueError(
+                "visual_mask must have shape (B, L) with B, L >= 1 (batch, sequence length "
+                f"of the next prefill), got {tuple(visual_mask.shape)}"
+            )
+        if visual_mask.dtype != torch.bool:
+            if visual_mask.is_floating_point() or visual_mask.is_complex():
+                raise ValueError(f"visual_mask must be bool, got dtype {visual_mask.dtype}")
+            if not bool(((visual_mask == 0) | (visual_mask == 1)).all()):
+                raise ValueError("an integer visual_mask must hold only 0 and 1")
+            visual_mask = visual_mask != 0
+        self._pending = visual_mask
+
+    def remove(self) -> None:
+        """Remove every hook and forget all state; the model is exactly as before."""
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+        self._pending = self._index = self._valid = None
+        self._memo.clear()
+        self._pruning_now = False
+
+    # ------------------------------------------------------------------ hooks
+
+    def _on_model_start(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        self._pruning_now = False
+        self._memo.clear()
+
+    def _on_model_end(self, module: nn.Module, args: tuple, output: Any) -> None:
+        self._pruning_now = False
+        self._memo.clear()
+
+    def _score_hook(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        """Pre-hook of layer K-1: on a prefill, score the keys and choose what to keep."""
+        hidden = args[0] if args else kwargs["hidden_states"]
+        past = kwargs.get("past_key_values")
+        if past is not None and past.get_seq_length(self.layer - 1) > 0:
+            return  # a decode step (or a continuation): the selection stays
+        # A prefill: whatever the last prefill selected no longer applies.
+        self._index = self._valid = None
+        self.last_keep = None
+        visual = self._pending
+        self._pending = None
+        if visual is None:
+            logger.debug("FastV: prefill without prepare(); passing through unpruned")
+            return
+        b, length = hidden.shape[:2]
+        if tuple(visual.shape) != (b, length):
+            raise ValueError(
+                f"FastV: prepare() got a visual_mask of shape {tuple(visual.shape)} but the "
+                f"prefill has batch {b} and sequence length {length}"
+            )
+        visual = visual.to(hidden.device)
+        mask = kwargs.get("attention_mask")
+        key_ok = self._last_row_allowed(mask, b, length, hidden.device)
+        if kwargs.get("position_embeddings") is None:
+            raise RuntimeError(
+                f"FastV: layer {self.layer - 1} was called without `position_embeddings` "
+                "(cos, sin); FastV needs the rotary embeddings the decoder loop passes"
+            )
+        cos, sin = kwargs["position_embeddings"]
+        scores = self._last_query_scores(module, hidden, cos, sin, mask, key_ok)
+        self.last_scores = scores
+        keep = self._select(scores, visual & key_ok)
+        counts = keep.sum(1)
+        if bool((counts == length).all()):
+            logger.debug("FastV: every position kept; passing through")
+            return
+        lk = int(counts.max())
+        # Stable sort puts dropped positions first, kept ones last, each in original order:
+        # the index is right-aligned, so the last column is every row's last position.
+        order = torch.sort(keep.to(torch.int8), dim=1, stable=True).indices[:, length - lk :]
+        valid = keep.gather(1, order)
+        self._index, self._valid, self._prefill_len = order, valid, length
+        self._pruning_now = True
+        self.last_keep = order.masked_fill(~valid, -1)
+
+    def _make_prune_hook(self, i: int) -> Callable[[nn.Module, tuple, dict], Any]:
+        def hook(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
+            if self._index is None:
+                return None
+            if self._pruning_now:
+                return self._prune_prefill(args, kwargs)
+            past = kwargs.get("past_key_values")
+            if past is None or past.get_seq_length(i) == 0:
+                return None
+            return self._fix_decode(i, args, kwargs)
+
+        return hook
+
+    # ------------------------------------------------------------------ scoring
+
+    def _last_row_allowed(self, mask: Any, b: int, length: int, device: torch.device) -> Tensor:
+        """(B, L) bool: keys the last query may attend (False on padding)."""
+        if mask is None:
+            return torch.ones(b, length, dtype=torch.bool, device=device)
+        if not isinstance(mask, Tensor):
+            raise TypeError(
+                f"FastV supports tensor or None attention masks (eager, sdpa, flash), got "
+                f"{type(mask).__name__}; use attn_implementation='sdpa' or 'eager'"
+            )
+        if mask.ndim == 2:
+            return mask.bool().expand(b, length)
+        row = mask[:, 0, -1, :].expand(b, length)
+        return row if row.dtype == torch.bool else row > torch.finfo(row.dtype).min
+
+    def _last_query_scores(
+        self,
+        layer: nn.Module,
+        hidden: Tensor,
+        cos: Tensor,
+        sin: Tensor,
+        mask: Tensor | None,
+        key_ok: Tensor,
+    ) -> Tensor:
+        """(B, L) float32: softmax attention of the last query over all keys, head mean.
+
+        hidden: (B, L, D) the layer's input; cos/sin: (B|1, L, head_dim); mask: the layer's
+        attention mask (None, 2D, 4D bool or 4D additive float); key_ok: (B, L) bool.
+        """
+        attn = layer.self_attn
+        b, length, _ = hidden.shape
+        h, g, d = self.num_heads, self.num_kv_heads, self.head_dim
+        with torch.no_grad():
+            x = layer.input_layernorm(hidden)
+            q = attn.q_proj(x[:, -1:]).view(b, 1, h, d)
+            k = attn.k_proj(x).view(b, length, g, d)
+            if getattr(attn, "q_norm", None) is not None:
+                q = attn.q_norm(q)
+            if getattr(attn, "k_norm", None) is not None:
+                k = attn.k_norm(k)
+            q = q.transpose(1, 2).float()  # (B, H, 1, d)
+            k = k.transpose(1, 2).float()  # (B, G, L, d)
+            cos_f, sin_f = cos.float().unsqueeze(1), sin.float().unsqueeze(1)
+            q = q * cos_f[..., -1:, :] + _rotate_half(q) * sin_f[..., -1:, :]
+            k = k * cos_f + _rotate_half(k) * sin_f
+            q = q.reshape(b, g, h // g, d)  # head j uses kv head j // (H / G), as repeat_kv
+            logits = torch.einsum("bgrd,bgld->bgrl", q, k) * self.scaling  # (B, G, H/G, L)
+            if mask is not None and mask.ndim == 4 and mask.dtype != torch.bool:
+                logits = logits + mask[:, 0, -1, :].float().expand(b, length)[:, None, None]
+            else:
+                logits = logits.masked_fill(~key_ok[:, None, None], float("-inf"))
+            return logits.softmax(dim=-1).mean(dim=(1, 2))
+
+    def _select(self, scores: Tensor, candidates: Tensor) -> Tensor:
+        """(B, L) bool keep mask: every non-candidate, plus each row's top-budget candidates.
+
+        scores: (B, L) float; candidates: (B, L) bool (visual and not padding). The budget
+        of row b is ``budget_for(retention, n_b)`` (0 when n_b = 0); ties go to the lower
+        index. Override to pin a selection (tests do).
+        """
+        n = candidates.sum(1).tolist()
+        budget = torch.tensor(
+            [budget_for(self.retention, c) if c > 0 else 0 for c in n], device=scores.device
+        )
+        ranked = scores.float().masked_fill(~candidates, -1.0)
+        order = torch.sort(ranked, dim=1, descending=True, stable=True).indices
+        rank = torch.empty_like(order).scatter_(
+            1, order, torch.arange(order.shape[1], device=order.device).expand_as(order)
+        )
+        return ~candidates | (rank < budget[:, None])
+
+    # ------------------------------------------------------------------ slicing
+
+    def _impl(self) -> str:
+        return str(getattr(self.text_model.config, "_attn_implementation", None) or "eager")
+
+    def _memoized(self, key: str, source: Any, make: Callable[[], Any]) -> Any:
+        hit = self._memo.get(key)
+        if hit is not None and hit[0] is source:
+            return hit[1]
+        value = make()
+        self._memo[key] = (source, value)
+        return value
+
+    def _prune_prefill(self, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        """Slice hidden states, rotary embeddings, position ids and the mask of a prefill."""
+        index, length = self._index, self._prefill_len
+        assert index is not None
+        hidden = args[0] if args else kwargs["hidden_states"]
+        if hidden.shape[1] == length:  # layer K: the first to see the kept positions only
+            hidden = _gather_seq(hidden, index, 1)
+        elif hidden.shape[1] != index.shape[1]:
+            raise RuntimeError(
+                f"FastV: layer input has {hidden.shape[1]} positions, expected {length} or "
+                f"{index.shape[1]}"
+            )
+        kwargs = dict(kwargs)
+        pe = kwargs.get("position_embeddings")
+        if pe is not None:
+            kwargs["position_embeddings"] = self._memoized(
+                "pe", pe[0], lambda: tuple(_gather_seq(t, index, -2) for t in pe)
+            )
+        pos = kwargs.get("position_ids")
+        if isinstance(pos, Tensor) and pos.shape[-1] == length:
+            kwargs["position_ids"] = self._memoized("pos", pos, lambda: _gather_seq(pos, index, -1))
+        mask = kwargs.get("attention_mask")
+        kwargs["attention_mask"] = self._memoized(
+            "mask", mask, lambda: self._prefill_mask(mask, hidden)
+        )
+        if args:
+            return (hidden, *args[1:]), kwargs
+        kwargs["hidden_states"] = hidden
+        return args, kwargs
+
+    def _prefill_mask(self, mask: Tensor | None, hidden: Tensor) -> Tensor:
+        """The mask for layers >= K on the kept positions of a prefill.
+
+        4D (B, 1, Lk, Lk) bool or float, or 2D (B, Lk) for FlashAttention. Padding columns of
+        the keep index are masked; their rows attend only to themselves (never NaN).
+        """
+        index, valid = self._index, self._valid
+        assert index is not None and valid is not None
+        b, lk = index.shape
+        eye = torch.eye(lk, dtype=torch.bool, device=index.device)
+        self_only = eye & ~valid[:, None, :, None]  # (B, 1, Lk, Lk), rows of padding
+        if mask is None:
+            impl = self._impl()
+            if "flash" in impl:
+                return valid.long()
+            causal = torch.ones(lk, lk, dtype=torch.bool, device=index.device).tril()
+            allowed = (causal & valid[:, None, None, :]) | self_only
+            return self._format(allowed, impl, hidden.dtype)
+        if mask.ndim == 2:
+            return (_gather_seq(mask, index, -1).bool() & valid).to(mask.dtype)
+        full = mask.expand(b, mask.shape[1], mask.shape[2], mask.shape[3])
+        rows = index[:, None, :, None].expand(b, full.shape[1], lk, full.shape[3])
+        full = full.gather(2, rows)
+        cols = index[:, None, None, :].expand(b, full.shape[1], lk, lk)
+        full = full.gather(3, cols)
+        drop = ~valid[:, None, None, :]
+        if full.dtype == torch.bool:
+            return (full & ~drop) | self_only
+        return full.masked_fill(drop, torch.finfo(full.dtype).min).masked_fill(self_only, 0.0)
+
+    def _fix_decode(self, i: int, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        """Decode step at layer i >= K: map the model's mask onto this layer's shorter cache."""
+        index, valid, length = self._index, self._valid, self._prefill_len
+        assert index is not None and valid is not None
+        hidden = args[0] if args else kwargs["hidden_states"]
+        b, q = hidden.shape[:2]
+        past = kwargs["past_key_values"]
+        lk = index.shape[1]
+        new_before = past.get_seq_length(i) - lk  # tokens this layer cached after the prefill
+        full_before = past.get_seq_length(0) - q  # layer 0 already holds this step's tokens
+        if new_before < 0 or full_before - length != new_before or b != index.shape[0]:
+            raise RuntimeError(
+                f"FastV: the KV cache of layer {i} ({past.get_seq_length(i)} entries, batch "
+                f"{b}) does not continue the last pruned prefill ({length} -> {lk} positions, "
+                f"batch {index.shape[0]}); call prepare() before every new prefill"
+            )
+        mask = kwargs.get("attention_mask")
+        kwargs = dict(kwargs)
+        kwargs["attention_mask"] = self._memoized(
+            "mask", mask, lambda: self._decode_mask(mask, q, new_before, hidden.dtype)
+        )
+        return args, kwargs
+
+    def _decode_mask(
+        self, mask: Tensor | None, q: int, new_before: int, dtype: torch.dtype
+    ) -> Tensor:
+        """Columns: the kept prefill columns, then every token generated since.
+
+        Returns (B, 1, q, Lk + new_before + q) bool/float, or (B, Lk + new_before + q) 2D.
+        """
+        index, valid, length = self._index, self._valid, self._prefill_len
+        assert index is not None and valid is not None
+        b, lk = index.shape
+        n_new = new_before + q
+        if mask is None:
+            impl = self._impl()
+            if "flash" in impl:
+                ones = torch.ones(b, n_new, dtype=torch.long, device=index.device)
+                return torch.cat([valid.long(), ones], dim=1)
+            t = torch.arange(q, device=index.device)[:, None]
+            c = torch.arange(n_new, device=index.device)[None, :]
+            new = (c <= new_before + t).expand(b, 1, q, n_new)
+            old = valid[:, None, None, :].expand(b, 1, q, lk)
+            return self._format(torch.cat([old, new], dim=-1), impl, dtype)
+        if mask.shape[-1] != length + n_new:
+            raise RuntimeError(
+                f"FastV: decode attention mask has {mask.shape[-1]} columns, expected "
+                f"{length + n_new} (prefill {length} + {n_new} new)"
+            )
+        if mask.ndim == 2:
+            old = _gather_seq(mask[:, :length], index, -1).bool() & valid
+            return torch.cat([old.to(mask.dtype), mask[:, length:].expand(b, -1)], dim=1)
+        full = mask.expand(b, mask.shape[1], q, mask.shape[3])
+        cols = index[:, None, None, :].expand(b, full.shape[1], q, lk)
+        old = full[..., :length].gather(3, cols)
+        drop = ~valid[:, None, None, :]
+        if old.dtype == torch.bool:
+            old = old & ~drop
+        else:
+            old = old.masked_fill(drop, torch.finfo(old.dtype).min)
+        return torch.cat([old, full[..., length:]], dim=-1)
+
+    @staticmethod
+    def _format(allowed: Tensor, impl: str, dtype: torch.dtype) -> Tensor:
+        """Bool "may attend" (B, 1, q, kv) -> the mask format of attention ``impl``."""
+        if impl == "sdpa":
+            return allowed
+        if impl == "eager":
+            out = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
+            return out.masked_fill_(~allowed, torch.finfo(dtype).min)
+        raise NotImplementedError(
+            f"FastV cannot build an attention mask for attn_implementation={impl!r}; "
+            "use 'sdpa', 'eager' or a FlashAttention implementation"
+        )
