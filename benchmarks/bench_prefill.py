@@ -216,7 +216,8 @@ def main() -> None:
         rows.append(row)
         print(
             f"{row['setting']:>12}: prefill {row['seconds']:.2f} s, compressor "
-            f"{row['compress']:.3f} s, peak {row['peak_mib']:.0f} MiB, LLM tokens {row['llm_tokens']}",
+            f"{row['compress']:.3f} s, peak {row['peak_mib']:.0f} MiB, "
+            f"LLM tokens {row['llm_tokens']}",
             flush=True,
         )
     table = format_table(rows)

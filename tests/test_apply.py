@@ -282,11 +282,11 @@ def test_fastv_in_a_vlm_selects_the_same_under_sdpa_and_eager(name):
     for model in (sdpa, eager):
         seen, hook = lengths_seen(model)
         later = []
-        h2 = model.model.language_model.layers[2].register_forward_hook(
-            lambda mod, args, out: later.append(
-                (out[0] if isinstance(out, tuple) else out).shape[1]
-            )
-        )
+
+        def out_length(mod, args, out, later=later):
+            later.append((out[0] if isinstance(out, tuple) else out).shape[1])
+
+        h2 = model.model.language_model.layers[2].register_forward_hook(out_length)
         try:
             with vt.apply(model, "fastv", retention=0.25, layer=2) as h:
                 outs.append(logits(model, x))
