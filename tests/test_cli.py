@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from cli_helpers import assert_one_error, run
 from PIL import Image
 
 import vistoken as vt
@@ -19,21 +20,6 @@ from vistoken.viz import sheet_layout
 
 CLIP = str(bundled_video())
 TOKENS_PER_FRAME = 196
-
-
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def assert_one_error(err: str) -> str:
-    assert "Traceback" not in err
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    errors = [ln for ln in lines if ln.startswith("vistoken: error: ")]
-    assert len(errors) == 1, err
-    assert len(lines) == 1, err  # nothing else either (no usage dump, no warnings)
-    return errors[0]
 
 
 def test_compress_writes_consistent_summary_and_sheet(tmp_path, capsys):

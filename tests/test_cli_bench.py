@@ -7,6 +7,7 @@ import math
 import sys
 
 import pytest
+from cli_helpers import assert_one_error, run
 from PIL import Image
 
 import vistoken as vt
@@ -17,19 +18,6 @@ from vistoken.video import bundled_video
 CLIP = str(bundled_video())
 TOKENS_PER_FRAME = 196
 NAMES = ["fidelity.md", "fidelity.csv", "fidelity.png"]
-
-
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def assert_one_error(err: str) -> str:
-    assert "Traceback" not in err
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("vistoken: error: "), err
-    return lines[0]
 
 
 def read_csv(path):

@@ -6,9 +6,9 @@ import json
 import math
 
 import pytest
+from cli_helpers import run
 from transformers import LlavaOnevisionConfig, Qwen2Config
 
-from vistoken.cli import main
 from vistoken.flops import PRESETS, prefill_flops, resolve
 
 OV7B = "llava-onevision-7b"
@@ -161,12 +161,6 @@ def test_bad_input_raises_value_error(kwargs, match):
 
 # --------------------------------------------------------------------------------------------
 # the command line
-
-
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_cli_table_prints_the_published_figures(capsys):

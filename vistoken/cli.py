@@ -363,17 +363,7 @@ def _resolve_device(text: str | None):
 
 def _method_options(args: argparse.Namespace) -> tuple[str, dict[str, Any], float | None]:
     """Check the method and its options before any work: (method, options, retention)."""
-    from .core import get_method
-
-    try:
-        spec = get_method(args.method)
-    except ValueError as exc:
-        raise UsageError(f"argument --method: {exc}") from None
-    if spec.needs_model:
-        raise UsageError(
-            f"argument --method: {args.method!r} acts inside a model and cannot run on "
-            "encoder tokens"
-        )
+    spec = _pre_llm_method(args.method, "--method")
     options: dict[str, Any] = {}
     for key, value in args.option:
         if key in options:
@@ -642,16 +632,24 @@ def _bench_methods(names: list[str] | None) -> list[str]:
     if names is None:
         return [m for m in methods() if not get_method(m).needs_model]
     for name in names:
-        try:
-            spec = get_method(name)
-        except ValueError as exc:
-            raise UsageError(f"argument --methods: {exc}") from None
-        if spec.needs_model:
-            raise UsageError(
-                f"argument --methods: {name!r} acts inside a model and cannot run on the "
-                "tokens of an encoder"
-            )
+        _pre_llm_method(name, "--methods")
     return names
+
+
+def _pre_llm_method(name: str, flag: str) -> Any:
+    """The registered spec of a method that runs on encoder tokens, or a UsageError."""
+    from .core import get_method
+
+    try:
+        spec = get_method(name)
+    except ValueError as exc:
+        raise UsageError(f"argument {flag}: {exc}") from None
+    if spec.needs_model:
+        raise UsageError(
+            f"argument {flag}: {name!r} acts inside a model and cannot run on encoder "
+            "tokens; use vt.apply"
+        )
+    return spec
 
 
 def _cmd_bench_fidelity(args: argparse.Namespace) -> int:
