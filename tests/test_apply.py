@@ -315,3 +315,47 @@ def test_fastv_default_is_half_and_rejects_a_bad_layer(models):
     with pytest.raises(ValueError, match="layer"):
         vt.apply(model, "fastv", retention=0.5, layer=9)
     assert "_vistoken_handle" not in model.__dict__
+
+
+def test_llava_onevision_anyres_images_keep_their_row_newlines(models):
+    model = models["llava-onevision"]
+    sizes = [(56, 100), (40, 56)]
+    batch = tiny.llava_onevision_image_inputs(model, sizes, seed=6)
+    singles = []
+    for i in range(2):  # each sample alone: its unpadded row, its pixels
+        ids = batch["input_ids"][i][batch["attention_mask"][i].bool()][None]
+        singles.append(
+            {
+                "input_ids": ids,
+                "attention_mask": torch.ones_like(ids),
+                "pixel_values": batch["pixel_values"][i : i + 1],
+                "image_sizes": batch["image_sizes"][i : i + 1],
+                "batch_num_images": batch["batch_num_images"][i : i + 1],
+            }
+        )
+    newline = model.model.image_newline
+    with vt.apply(model, "uniform", retention=0.25) as h, torch.no_grad():
+        seen = {}
+
+        def first_embeds(mod, args, kw):
+            seen.setdefault("emb", kw["inputs_embeds"])
+
+        hook = model.model.language_model.register_forward_pre_hook(first_embeds, with_kwargs=True)
+        try:
+            together = model.generate(**batch, max_new_tokens=3, do_sample=False)
+        finally:
+            hook.remove()
+        last = list(h.last)
+        alone = [model.generate(**s, max_new_tokens=3, do_sample=False) for s in singles]
+    assert len(last) == 2
+    for c in last:
+        assert c.positions[:, 1].max() == 0  # no grid: one row per image
+    total = [int((batch["input_ids"][i] == tiny.IMAGE_ID).sum()) for i in range(2)]
+    rows_nl = [(seen["emb"][i] == newline).all(-1).sum().item() for i in range(2)]
+    # every row newline survives; the image tokens are cut to 25% (ceil) of the rest
+    for i in range(2):
+        n = total[i] - rows_nl[i]
+        assert last[i].num_tokens == -(-n // 4)
+    assert rows_nl[0] > 0 and rows_nl[1] > 0
+    for i, a in enumerate(alone):
+        assert torch.equal(together[i, -3:], a[0, -3:])

@@ -42,7 +42,7 @@ from ..ops import (
     threshold_adjacency,
     work_dtype,
 )
-from ..ops.components import sample_mask
+from ..ops.components import count_true, propagate, sample_mask
 from ..ops.similarity import BLOCK_ELEMENTS
 
 DEFAULT_TAU = 0.9
@@ -70,13 +70,15 @@ class SCCStructure:
 
 
 def spatial_step(
-    x: Tensor, xn: Tensor, tau: float, sampled_fn=None
+    x: Tensor, xn: Tensor, tau: float, sampled_fn=None, sims: Tensor | None = None
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Per-frame components, batched over frames.
 
     Args:
         x: (T, N, D) tokens (work dtype); xn: the same, unit-normalised.
         sampled_fn: optional callable (frames, N) -> (frames, N) bool node sample.
+        sims: optional (T, N, N) per-frame similarities ``frame_similarities(xn)``, reused
+            across taus by the tau search (thresholding them is what the matmul would give).
     Returns:
         comp (T*N,) int64 spatial component of every token, frame-major numbering;
         hubs (M1,) int64 global token index of every component's hub, ascending;
@@ -88,13 +90,31 @@ def spatial_step(
     for t0 in range(0, t, chunk):
         xs = xn[t0 : t0 + chunk]
         sampled = sampled_fn(xs.shape[0], n) if sampled_fn is not None else None
-        adj, degree = threshold_adjacency(xs, tau, sampled)
+        if sims is None:
+            adj, degree = threshold_adjacency(xs, tau, sampled)
+        else:
+            adj = sims[t0 : t0 + chunk] > tau
+            adj.diagonal(dim1=1, dim2=2).fill_(True)
+            degree = count_true(adj, -1)
         offset = torch.arange(t0, t0 + xs.shape[0], device=x.device).unsqueeze(1) * n
         labels.append(dense_components(adj) + offset)
         degrees.append(degree)
     comp, hubs = hub_order(torch.cat(labels).flatten(), torch.cat(degrees).flatten())
     reps = segment_mean(x.reshape(t * n, d), comp, hubs.numel())
     return comp, hubs, reps
+
+
+def frame_similarities(xn: Tensor) -> Tensor | None:
+    """(T, N, N) per-frame cosine similarities, computed with the same batched matmuls as
+    ``spatial_step`` (so thresholding them gives its adjacency bit for bit), or None when
+    they exceed BLOCK_ELEMENTS."""
+    t, n, _ = xn.shape
+    if t * n * n > BLOCK_ELEMENTS:
+        return None
+    chunk = max(1, BLOCK_ELEMENTS // (n * n))
+    return torch.cat(
+        [torch.bmm(xs, xs.transpose(1, 2)) for xs in xn.split(chunk)]
+    )
 
 
 def temporal_step(reps: Tensor, tau: float, sampled: Tensor | None = None):

@@ -303,6 +303,10 @@ def apply(model: Any, method: str, *, retention: float | None = None, **options:
             raise ValueError(
                 f"method {method!r} needs retention= (the share of visual tokens kept)"
             )
+    else:
+        # surface a missing retention or a bad option value now, not inside the model
+        probe = torch.linspace(-1.0, 1.0, 2 * 4 * 3).reshape(2, 4, 3)
+        compress(probe, method, retention=retention, grid=(2, 2), **options)
     handle = Handle(model, family, method, retention, options)
     inner = handle._inner
     if method == "fastv":

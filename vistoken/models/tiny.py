@@ -257,3 +257,41 @@ def internvl_inputs(
         pixels.append(torch.randn(f, 3, size, size, generator=gen))
     ids, mask = _pad_left(rows)
     return {"input_ids": ids, "attention_mask": mask, "pixel_values": torch.cat(pixels)}
+
+
+def llava_onevision_image_inputs(
+    model: Any, sizes: list[tuple[int, int]], text: int = 6, seed: int = 0
+) -> dict[str, Tensor]:
+    """Single-image inputs for ``tiny_llava_onevision``: one image of (height, width)
+    ``sizes[i]`` per sample. Like the processor, the placeholder count is the length of
+    the packed anyres features (asked of the model itself)."""
+    from transformers.models.llava_onevision.modeling_llava_onevision import (
+        image_size_to_num_patches,
+    )
+
+    gen = torch.Generator().manual_seed(seed)
+    cfg = model.config
+    size = cfg.vision_config.image_size
+    counts = [
+        image_size_to_num_patches(torch.tensor(s), cfg.image_grid_pinpoints, size) for s in sizes
+    ]
+    pixels = torch.zeros(len(sizes), max(counts), 3, size, size)
+    for i, n in enumerate(counts):
+        pixels[i, :n] = torch.randn(n, 3, size, size, generator=gen)
+    image_sizes = torch.tensor(sizes)
+    with torch.no_grad():
+        feats = model.model.get_image_features(
+            pixels, image_sizes, batch_num_images=torch.ones(len(sizes), dtype=torch.long)
+        ).pooler_output
+    rows = [
+        torch.cat((_text_ids(3, gen), torch.full((f.shape[0],), IMAGE_ID), _text_ids(text, gen)))
+        for f in feats
+    ]
+    ids, mask = _pad_left(rows)
+    return {
+        "input_ids": ids,
+        "attention_mask": mask,
+        "pixel_values": pixels,
+        "image_sizes": image_sizes,
+        "batch_num_images": torch.ones(len(sizes), dtype=torch.long),
+    }
