@@ -255,3 +255,29 @@ def test_large_temporal_graph_uses_packed_rows():
         components.DENSE_ADJ_LIMIT = old
     assert torch.equal(packed.tokens, dense.tokens)
     assert torch.equal(packed.sources, dense.sources)
+
+
+@pytest.mark.parametrize("shape", [(8, 49, 16), (1, 196, 32), (12, 64, 24)])
+def test_retention_search_matches_tau_mode(shape):
+    # The search reuses cached similarities (per-frame, token pairs); its structure must be
+    # the one the plain tau pass builds at the tau it reports.
+    from vistoken.methods.scc import _SearchCounter
+
+    x = clustered(*shape, k=12, noise=0.7, seed=shape[0], dtype=torch.float32)
+    xn = normalize(x)
+    counter = _SearchCounter(x, xn)
+    for tau in (0.2, 0.5, 0.7, 0.9):
+        for lo in (-1.0001, tau - 0.3, tau):
+            count, st = counter(tau, lo)
+            ref = scc_structure(x, xn, tau)
+            assert count == ref.reps.shape[0]
+            assert torch.equal(st.reps, ref.reps) and torch.equal(st.anchors, ref.anchors)
+            assert torch.equal(st.support, ref.support)
+    for r in (0.05, 0.25, 0.5):
+        out = vt.compress(x, "scc", retention=r)
+        ref = scc_structure(x, xn, out.info["tau"])
+        assert ref.reps.shape[0] - out.info["settled"] == out.num_tokens
+        if out.info["settled"] == 0:
+            plain = vt.compress(x, "scc", tau=out.info["tau"])
+            assert torch.equal(out.tokens, plain.tokens)
+            assert torch.equal(out.sources, plain.sources)
