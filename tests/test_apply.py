@@ -359,3 +359,18 @@ def test_llava_onevision_anyres_images_keep_their_row_newlines(models):
     assert rows_nl[0] > 0 and rows_nl[1] > 0
     for i, a in enumerate(alone):
         assert torch.equal(together[i, -3:], a[0, -3:])
+
+
+@pytest.mark.parametrize("name", ["llava-onevision", "qwen2-vl"])
+def test_text_only_prompts_pass_through(models, name):
+    model = models[name]
+    ids = torch.arange(3, 15)[None]
+    x = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    with torch.no_grad():
+        ref = model.generate(**x, max_new_tokens=4, do_sample=False)
+        ref_logits = model(**x).logits
+        with vt.apply(model, "scc", retention=0.1) as h:
+            out = model.generate(**x, max_new_tokens=4, do_sample=False)
+            out_logits = model(**x).logits
+    assert torch.equal(ref, out) and torch.equal(ref_logits, out_logits)
+    assert h.last == []

@@ -168,6 +168,8 @@ class Handle:
             raise ValueError("vt.apply supports 2-D attention masks (the processor's)")
         embeds = module.get_input_embeddings()(ids)
         units = self.family.units(module, kwargs, ids, embeds)
+        if not units:
+            return kwargs
         if self.method == "visionzip":
             self._attach_stats(units)
         keep = torch.ones(ids.shape, dtype=torch.bool, device=ids.device)

@@ -68,7 +68,14 @@ class Family:
         return self.inner(model).language_model
 
     def has_visual(self, kwargs: dict[str, Any]) -> bool:
-        return any(kwargs.get(k) is not None for k in self.visual_keys)
+        for key in self.visual_keys:
+            value = kwargs.get(key)
+            if isinstance(value, dict):  # generate() passes {} for a text-only prompt
+                if any(v is not None for v in value.values()):
+                    return True
+            elif value is not None:
+                return True
+        return False
 
     def visual_token_ids(self, config: Any) -> tuple[int, ...]:
         ids = []
