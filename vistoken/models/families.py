@@ -225,7 +225,10 @@ class QwenVLFamily(Family):
             )
         rows, cols = run
         p = pos[-3:, rows, cols]  # (3, n)
-        t, h, w = (int(torch.unique(p[i]).numel()) for i in range(3))
+        # height and width positions are contiguous ranges; temporal ones are scaled by
+        # time (Qwen2.5-VL) and may repeat, so t is what is left
+        h, w = (int(torch.unique(p[i]).numel()) for i in (1, 2))
+        t = cols.numel() // (h * w)
         if t * h * w != cols.numel():
             raise ValueError("could not read the visual grid off the position ids")
         return t, h, w

@@ -295,3 +295,168 @@ def llava_onevision_image_inputs(
         "image_sizes": image_sizes,
         "batch_num_images": torch.ones(len(sizes), dtype=torch.long),
     }
+
+
+# -- real processors for the tiny models ----------------------------------------------------
+
+#: special tokens of each family's tiny tokenizer, at the ids the tiny models use
+_SPECIAL_IDS = {
+    "llava-onevision": {IMAGE_ID: "<image>", VIDEO_ID: "<video>"},
+    "qwen2-vl": {
+        IMAGE_ID: "<|image_pad|>",
+        VIDEO_ID: "<|video_pad|>",
+        252: "<|vision_start|>",
+        253: "<|vision_end|>",
+    },
+    "internvl": {IMAGE_ID: "<IMG_CONTEXT>", VIDEO_ID: "<video>", 252: "<img>", 253: "</img>"},
+}
+_NAMED_TOKENS = {
+    "llava-onevision": {"image_token": "<image>", "video_token": "<video>"},
+    "qwen2-vl": {
+        "image_token": "<|image_pad|>",
+        "video_token": "<|video_pad|>",
+        "vision_start_token": "<|vision_start|>",
+        "vision_end_token": "<|vision_end|>",
+    },
+    "internvl": {
+        "context_image_token": "<IMG_CONTEXT>",
+        "start_image_token": "<img>",
+        "end_image_token": "</img>",
+        "video_token": "<video>",
+    },
+}
+#: what the chat template writes for an image / a video content item
+_PLACEHOLDERS = {
+    "llava-onevision": ("<image>", "<video>"),
+    "qwen2-vl": (
+        "<|vision_start|><|image_pad|><|vision_end|>",
+        "<|vision_start|><|video_pad|><|vision_end|>",
+    ),
+    "internvl": ("<IMG_CONTEXT>", "<video>"),
+}
+IM_START_ID = 254
+IM_END_ID = 255
+
+_CHAT_TEMPLATE = (
+    "{%- for m in messages -%}"
+    "<|im_start|>{{ m['role'] }}{{ '\\n' }}"
+    "{%- if m['content'] is string -%}{{ m['content'] }}"
+    "{%- else -%}{%- for c in m['content'] -%}"
+    "{%- if c['type'] == 'image' -%}IMAGE"
+    "{%- elif c['type'] == 'video' -%}VIDEO"
+    "{%- else -%}{{ c['text'] }}{%- endif -%}"
+    "{%- endfor -%}{%- endif -%}"
+    "<|im_end|>{{ '\\n' }}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}<|im_start|>assistant{{ '\\n' }}{%- endif -%}"
+)
+
+
+def tiny_tokenizer(specials: dict[int, str], named: dict[str, str] | None = None) -> Any:
+    """A character-level ``PreTrainedTokenizerFast`` of ``VOCAB`` ids, built offline.
+
+    Id 0 is ``<pad>``, 1 ``<unk>``, then printable ASCII and ``"\\n"`` one id each;
+    ``specials`` (id -> token) are special tokens at those exact ids (``<|im_start|>`` and
+    ``<|im_end|>``, the end-of-sequence token, are always at ``IM_START_ID``/``IM_END_ID``)
+    and every other id is an unused filler. ``named`` sets model-specific attributes such
+    as ``tokenizer.image_token`` (and ``image_token_id``), as hub tokenizers have them.
+    """
+    from tokenizers import AddedToken, Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
+    specials = {**specials, IM_START_ID: "<|im_start|>", IM_END_ID: "<|im_end|>"}
+    vocab = {"<pad>": PAD_ID, "<unk>": 1}
+    for ch in [chr(c) for c in range(32, 127)] + ["\n"]:
+        vocab[ch] = len(vocab)
+    if any(i < len(vocab) or i >= VOCAB for i in specials):
+        raise ValueError(f"special token ids must lie in [{len(vocab)}, {VOCAB})")
+    for i in range(len(vocab), VOCAB):
+        vocab[specials.get(i, f"<unused{i}>")] = i
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
+    backend.add_special_tokens(
+        [AddedToken(t, special=True, normalized=False) for t in ["<pad>", *specials.values()]]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        pad_token="<pad>",
+        unk_token="<unk>",
+        eos_token="<|im_end|>",
+        model_specific_special_tokens=dict(named or {}),
+    )
+
+
+def tiny_processor(family: str) -> Any:
+    """The real transformers processor of ``family`` sized for its tiny model, built offline.
+
+    - ``"llava-onevision"``: ``LlavaOnevisionProcessor`` (56px SigLIP frames, 7x7 patches =
+      49 tokens per crop, anyres pinpoints [[56, 56], [56, 112]]) for ``tiny_llava_onevision``;
+    - ``"qwen2-vl"``: ``Qwen2VLProcessor`` (4px patches, 2x2 merge, temporal patch 2, images
+      and frames resized to at most 32x32 pixels) for ``tiny_qwen2_vl``, and
+      ``"qwen2.5-vl"``: the same as ``Qwen2_5_VLProcessor`` (which adds
+      ``second_per_grid_ts`` for videos) for ``tiny_qwen2_5_vl``;
+    - ``"internvl"``: ``InternVLProcessor`` (``GotOcr2ImageProcessor`` 32px tiles, up to 4
+      plus a thumbnail, and ``InternVLVideoProcessor`` 32px frames, 16 tokens each) for
+      ``tiny_internvl``.
+
+    The tokenizer (``tiny_tokenizer``) puts the image / video placeholder tokens at
+    ``IMAGE_ID`` / ``VIDEO_ID`` (and Qwen's vision start / end, InternVL's ``<img>`` /
+    ``</img>``, at 252 / 253), the ids the tiny models are configured with, so the
+    processor's outputs go to the model unchanged. A minimal chat template writes the
+    family's placeholder for ``{"type": "image"}`` / ``{"type": "video"}`` items.
+    """
+    from transformers import (
+        GotOcr2ImageProcessor,
+        InternVLProcessor,
+        InternVLVideoProcessor,
+        LlavaOnevisionImageProcessor,
+        LlavaOnevisionProcessor,
+        LlavaOnevisionVideoProcessor,
+        Qwen2_5_VLProcessor,
+        Qwen2VLImageProcessor,
+        Qwen2VLProcessor,
+        Qwen2VLVideoProcessor,
+    )
+
+    qwen25 = family == "qwen2.5-vl"
+    family = "qwen2-vl" if qwen25 else family
+    if family not in _SPECIAL_IDS:
+        known = sorted([*_SPECIAL_IDS, "qwen2.5-vl"])
+        raise ValueError(f"unknown family {family!r}; expected one of {known}")
+    tokenizer = tiny_tokenizer(_SPECIAL_IDS[family], _NAMED_TOKENS[family])
+    image, video = _PLACEHOLDERS[family]
+    template = _CHAT_TEMPLATE.replace("IMAGE", image).replace("VIDEO", video)
+    if family == "llava-onevision":
+        side = {"height": 56, "width": 56}
+        return LlavaOnevisionProcessor(
+            image_processor=LlavaOnevisionImageProcessor(
+                size=side, crop_size=side, image_grid_pinpoints=[[56, 56], [56, 112]]
+            ),
+            video_processor=LlavaOnevisionVideoProcessor(size=side),
+            tokenizer=tokenizer,
+            num_image_tokens=(56 // 8) ** 2,
+            vision_feature_select_strategy="full",
+            chat_template=template,
+        )
+    if family == "qwen2-vl":
+        sizes = {
+            "patch_size": 4,
+            "merge_size": 2,
+            "temporal_patch_size": 2,
+            "min_pixels": 16 * 16,
+            "max_pixels": 32 * 32,
+        }
+        processor_cls = Qwen2_5_VLProcessor if qwen25 else Qwen2VLProcessor
+        return processor_cls(
+            image_processor=Qwen2VLImageProcessor(**sizes),
+            video_processor=Qwen2VLVideoProcessor(**sizes, cap_pixels_per_frame=False),
+            tokenizer=tokenizer,
+            chat_template=template,
+        )
+    side = {"height": 32, "width": 32}
+    return InternVLProcessor(
+        image_processor=GotOcr2ImageProcessor(size=side, max_patches=4),
+        video_processor=InternVLVideoProcessor(size=side),
+        tokenizer=tokenizer,
+        image_seq_length=int((32 // 4) ** 2 * 0.5**2),
+        chat_template=template,
+    )
