@@ -7,6 +7,8 @@ import torch
 
 pytest.importorskip("transformers")
 
+from model_helpers import lengths_seen, logits  # noqa: E402
+
 import vistoken as vt  # noqa: E402
 from vistoken.models import tiny  # noqa: E402
 
@@ -31,22 +33,6 @@ def models():
 
 def inputs_for(name, model, seed=0):
     return FAMILIES[name][1](model, seed)
-
-
-def logits(model, x):
-    with torch.no_grad():
-        return model(**x).logits
-
-
-def lengths_seen(model):
-    """Record the sequence length the first decoder layer gets on each call."""
-    seen = []
-    layer = model.model.language_model.layers[0]
-    h = layer.register_forward_pre_hook(
-        lambda mod, args, kw: seen.append((args[0] if args else kw["hidden_states"]).shape[1]),
-        with_kwargs=True,
-    )
-    return seen, h
 
 
 @pytest.mark.parametrize("name", list(FAMILIES))

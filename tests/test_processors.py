@@ -16,6 +16,8 @@ import torch
 pytest.importorskip("transformers")
 pytest.importorskip("torchvision")
 
+from model_helpers import lengths_seen, logits  # noqa: E402
+
 import vistoken as vt  # noqa: E402
 from vistoken.models import tiny  # noqa: E402
 
@@ -111,21 +113,6 @@ def expected_visual_tokens(name, kind, x):
     if name == "internvl":
         return int((ids == tiny.IMAGE_ID).sum())
     return int((ids == (tiny.VIDEO_ID if kind == "video" else tiny.IMAGE_ID)).sum())
-
-
-def logits(model, x):
-    with torch.no_grad():
-        return model(**x).logits
-
-
-def lengths_seen(model):
-    seen = []
-    layer = model.model.language_model.layers[0]
-    h = layer.register_forward_pre_hook(
-        lambda mod, args, kw: seen.append((args[0] if args else kw["hidden_states"]).shape[1]),
-        with_kwargs=True,
-    )
-    return seen, h
 
 
 def test_processor_outputs_have_the_expected_layout(processors, visuals):
