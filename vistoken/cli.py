@@ -109,11 +109,17 @@ def _positive_int(text: str) -> int:
     return v
 
 
+def _comma_parts(text: str, what: str) -> list[str]:
+    """The stripped comma-separated parts of ``text``; none may be empty."""
+    parts = [t.strip() for t in text.split(",")]
+    if not all(parts):
+        raise argparse.ArgumentTypeError(f"must be comma-separated {what}, got {text!r}")
+    return parts
+
+
 def _name_list(text: str) -> list[str]:
     """--methods: comma-separated names, none empty, none repeated."""
-    names = [t.strip() for t in text.split(",")]
-    if not all(names):
-        raise argparse.ArgumentTypeError(f"must be comma-separated names, got {text!r}")
+    names = _comma_parts(text, "names")
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
         raise argparse.ArgumentTypeError(f"{', '.join(dup)} given twice")
@@ -122,9 +128,7 @@ def _name_list(text: str) -> list[str]:
 
 def _ratio_list(text: str) -> list[float]:
     """--ratios: comma-separated retention ratios in (0, 1], none repeated."""
-    parts = [t.strip() for t in text.split(",")]
-    if not all(parts):
-        raise argparse.ArgumentTypeError(f"must be comma-separated numbers, got {text!r}")
+    parts = _comma_parts(text, "numbers")
     ratios = []
     for part in parts:
         try:

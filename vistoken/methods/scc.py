@@ -43,7 +43,7 @@ from ..ops import (
     threshold_adjacency,
     work_dtype,
 )
-from ..ops.components import count_true, propagate, sample_mask
+from ..ops.components import count_true, edge_components, sample_mask
 from ..ops.similarity import BLOCK_ELEMENTS
 
 DEFAULT_TAU = 0.9
@@ -198,16 +198,6 @@ class _TokenPairs:
         return pairs
 
 
-def _edge_components(n: int, ei: Tensor, ej: Tensor, device) -> Tensor:
-    """Smallest node index of each node's component, for an undirected edge list."""
-
-    def neighbor_min(labels: Tensor) -> Tensor:
-        out = labels.scatter_reduce(0, ei, labels[ej], reduce="amin")
-        return out.scatter_reduce_(0, ej, labels[ei], reduce="amin")
-
-    return propagate(neighbor_min, torch.arange(n, device=device))
-
-
 def _temporal_from_pairs(reps: Tensor, single_token: Tensor, tau: float, pairs: _TokenPairs):
     """``temporal_step`` with the singleton-singleton similarities read from ``pairs``.
 
@@ -246,7 +236,7 @@ def _temporal_from_pairs(reps: Tensor, single_token: Tensor, tau: float, pairs: 
             edges_j.append(j)
     ei, ej = torch.cat(edges_i), torch.cat(edges_j)
     degree = 1 + torch.bincount(ei, minlength=m1) + torch.bincount(ej, minlength=m1)
-    comp, hubs = hub_order(_edge_components(m1, ei, ej, dev), degree)
+    comp, hubs = hub_order(edge_components(m1, ei, ej), degree)
     return comp, hubs, segment_mean(reps, comp, hubs.numel())
 
 

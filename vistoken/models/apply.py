@@ -20,14 +20,20 @@ from __future__ import annotations
 
 import logging
 import time
+import weakref
 from typing import Any
 
 import torch
-from torch import Tensor
 
 from ..core import Compressed, budget_for, check_retention, compress, get_method
-from .base import CacheStates, DecodeState, contiguous_positions, decode_kwargs, place, shorten
-from .base import step_length as _step_length
+from .base import (
+    DecodeState,
+    check_mask,
+    contiguous_positions,
+    decode_kwargs,
+    place,
+    shorten,
+)
 from .families import Family, LlavaOnevisionFamily, family_of
 
 log = logging.getLogger(__name__)
@@ -61,7 +67,8 @@ class Handle:
         self.stats: dict[str, Any] = {}
         self._hooks: list[Any] = []
         self._parts: list[Any] = []  # FastV / probe objects with their own remove()
-        self._states = CacheStates()
+        # DecodeState per KV-cache object, held weakly (a finished generate frees it)
+        self._states: weakref.WeakKeyDictionary[Any, DecodeState] = weakref.WeakKeyDictionary()
         self._active = False
         self._inner = family.inner(model)
         self._saved_rope_deltas = getattr(self._inner, "rope_deltas", None)
@@ -114,11 +121,9 @@ class Handle:
                 self._fastv_prepare(kwargs)
                 return (), kwargs
             return (), self._prefill(module, kwargs)
-        state = self._states.get(cache)
+        state = self._states.get(cache) if cache is not None else None
         if state is not None and past > 0:
-            return (), decode_kwargs(
-                kwargs, state, past, _step_length(kwargs), shift_text_rows=True
-            )
+            return (), decode_kwargs(kwargs, state, past)
         return (), kwargs
 
     def _fastv_prepare(self, kwargs: dict[str, Any]) -> None:
@@ -164,8 +169,7 @@ class Handle:
                 "processor's outputs (input_ids, not inputs_embeds)"
             )
         am = kwargs.get("attention_mask")
-        if am is not None and (not isinstance(am, Tensor) or am.ndim != 2):
-            raise ValueError("vt.apply supports 2-D attention masks (the processor's)")
+        check_mask(am)
         embeds = module.get_input_embeddings()(ids)
         units = self.family.units(module, kwargs, ids, embeds)
         if not units:
@@ -196,16 +200,16 @@ class Handle:
         if am is not None or padded:
             new["attention_mask"] = short.mask.to(am.dtype if am is not None else torch.long)
         text_new = contiguous_positions(short.mask)
-        pos = kwargs.get("position_ids")
+        kept = short.mask.sum(dim=1)
         mask_old = am.long() if am is not None else torch.ones_like(ids)
-        if pos is not None:
-            text_old = pos[0] if pos.ndim == 3 and pos.shape[0] == 4 else pos
-            if text_old.ndim == 3:  # 3-row M-RoPE ids without a text row
-                text_old = contiguous_positions(mask_old)
+        # where the generation loop's 1-D (text-row) positions go on after the prompt
+        pos = kwargs.get("position_ids")
+        text_old = pos[0] if pos is not None and pos.ndim == 3 and pos.shape[0] == 4 else pos
+        if text_old is not None and text_old.ndim == 2:
             orig_next = text_old.masked_fill(mask_old == 0, -1).amax(dim=1) + 1
         else:
             orig_next = mask_old.sum(dim=1)
-        offset = orig_next - short.mask.sum(dim=1)
+        offset = orig_next - kept
         if self.family.mrope:
             rope = self.family.rope_positions(module, kwargs, ids, am)
             rope = rope.gather(2, short.index[None].expand(rope.shape[0], -1, -1))
@@ -213,7 +217,7 @@ class Handle:
             new["position_ids"] = torch.cat((text_new[None], rope), dim=0)
             if hasattr(module, "rope_deltas"):
                 top = rope.masked_fill(~short.valid[None], -1).amax(dim=(0, 2))
-                module.rope_deltas = (top + 1 - short.mask.sum(dim=1))[:, None]
+                module.rope_deltas = (top + 1 - kept)[:, None]
             if kwargs.get("mm_token_type_ids") is not None:
                 mmt = kwargs["mm_token_type_ids"].gather(1, short.index)
                 new["mm_token_type_ids"] = mmt.masked_fill(~short.valid, 0)
@@ -226,7 +230,7 @@ class Handle:
             cache = DynamicCache(config=self.family.language_model(self.model).config)
             new["past_key_values"] = cache
         if cache is not None:
-            self._states.set(cache, DecodeState(mask=short.mask, offset=offset, padded=padded))
+            self._states[cache] = DecodeState(mask=short.mask, offset=offset, padded=padded)
         self.last = results
         self.stats = {
             "visual_tokens": sum(u.tokens.shape[0] * u.tokens.shape[1] for u in units),

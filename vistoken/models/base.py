@@ -18,7 +18,6 @@ Nothing here imports transformers.
 
 from __future__ import annotations
 
-import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -132,29 +131,6 @@ class DecodeState:
     padded: bool
 
 
-class CacheStates:
-    """DecodeState per KV-cache object, held weakly (a finished generate frees it)."""
-
-    def __init__(self) -> None:
-        self._states: weakref.WeakKeyDictionary[Any, DecodeState] = weakref.WeakKeyDictionary()
-        self._fallback: dict[int, tuple[Any, DecodeState]] = {}
-
-    def set(self, cache: Any, state: DecodeState) -> None:
-        try:
-            self._states[cache] = state
-        except TypeError:  # not weak-referenceable: keep a strong ref, replaced each prefill
-            self._fallback = {id(cache): (cache, state)}
-
-    def get(self, cache: Any) -> DecodeState | None:
-        if cache is None:
-            return None
-        try:
-            return self._states.get(cache)
-        except TypeError:
-            hit = self._fallback.get(id(cache))
-            return hit[1] if hit is not None and hit[0] is cache else None
-
-
 def _repeat_rows(x: Tensor, batch: int) -> Tensor:
     """Expand per-sample state to the generation batch (beams, num_return_sequences)."""
     if x.shape[0] == batch:
@@ -164,27 +140,37 @@ def _repeat_rows(x: Tensor, batch: int) -> Tensor:
     return x.repeat_interleave(batch // x.shape[0], dim=0)
 
 
-def decode_kwargs(
-    kwargs: dict[str, Any], state: DecodeState, past: int, q_len: int, shift_text_rows: bool
-) -> dict[str, Any]:
+def check_mask(attention_mask: Any) -> None:
+    """vt.apply works on the processor's 2-D padding masks, not prebuilt 4-D ones."""
+    if attention_mask is None:
+        return
+    if not isinstance(attention_mask, Tensor) or attention_mask.ndim != 2:
+        got = getattr(attention_mask, "shape", type(attention_mask).__name__)
+        raise ValueError(f"vt.apply supports 2-D attention masks (the processor's); got {got}")
+
+
+def step_shape(kwargs: dict[str, Any]) -> tuple[int, int]:
+    """(batch, tokens) of this forward call."""
+    for key in ("input_ids", "inputs_embeds"):
+        if kwargs.get(key) is not None:
+            return int(kwargs[key].shape[0]), int(kwargs[key].shape[1])
+    raise ValueError("the model was called without input_ids or inputs_embeds")
+
+
+def decode_kwargs(kwargs: dict[str, Any], state: DecodeState, past: int) -> dict[str, Any]:
     """Map a decode step's attention mask and position ids onto the shortened cache.
 
-    past: tokens already in the cache; q_len: tokens in this step. The mask becomes the
-    prefill's new mask plus the columns of the tokens generated since. 1-D position ids
-    (and the text row of 4-row M-RoPE ids) are moved back by the per-row offset when
-    ``shift_text_rows``; M-RoPE's (t, h, w) rows are left as the loop computed them.
+    past: tokens already in the cache. The mask becomes the prefill's new mask plus the
+    columns of the tokens generated since. 1-D position ids (and the text row of 4-row
+    M-RoPE ids) are moved back by the per-row offset; M-RoPE's (t, h, w) rows are left as
+    the loop computed them.
     """
     out = dict(kwargs)
     am = kwargs.get("attention_mask")
+    check_mask(am)
+    batch, q_len = step_shape(kwargs)
     tail = past + q_len - state.mask.shape[1]
-    if am is not None and not isinstance(am, Tensor):
-        raise TypeError("vt.apply supports 2-D attention masks (the processor's); got a mapping")
-    if am is not None and am.ndim != 2:
-        raise ValueError(
-            f"vt.apply supports 2-D attention masks (the processor's); got shape {tuple(am.shape)}"
-        )
     if am is not None or state.padded:
-        batch = am.shape[0] if am is not None else _batch_of(kwargs)
         head = _repeat_rows(state.mask, batch).to(
             device=am.device if am is not None else state.mask.device
         )
@@ -194,7 +180,7 @@ def decode_kwargs(
             new_cols = torch.ones(batch, tail, dtype=head.dtype, device=head.device)
         out["attention_mask"] = torch.cat((head, new_cols), dim=1)
     pos = kwargs.get("position_ids")
-    if pos is not None and shift_text_rows:
+    if pos is not None:
         off = _repeat_rows(state.offset, pos.shape[-2]).to(pos.device)[:, None]
         if pos.ndim == 2:
             out["position_ids"] = pos - off
@@ -203,18 +189,3 @@ def decode_kwargs(
             pos[0] = pos[0] - off
             out["position_ids"] = pos
     return out
-
-
-def _batch_of(kwargs: dict[str, Any]) -> int:
-    for key in ("input_ids", "inputs_embeds"):
-        if kwargs.get(key) is not None:
-            return int(kwargs[key].shape[0])
-    raise ValueError("a decode step needs input_ids or inputs_embeds")
-
-
-def step_length(kwargs: dict[str, Any]) -> int:
-    """Tokens in this forward call."""
-    for key in ("input_ids", "inputs_embeds"):
-        if kwargs.get(key) is not None:
-            return int(kwargs[key].shape[1])
-    raise ValueError("the model was called without input_ids or inputs_embeds")

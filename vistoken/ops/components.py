@@ -27,8 +27,9 @@ _BITS: dict[torch.device, Tensor] = {}
 def _bits(device: torch.device) -> Tensor:
     """The eight bit masks on ``device`` (made once per device, no copy per call)."""
     if device not in _BITS:
-        _BITS[device] = torch.tensor([1, 2, 4, 8, 16, 32, 64, 128], dtype=torch.uint8,
-                                     device=device)
+        _BITS[device] = torch.tensor(
+            [1, 2, 4, 8, 16, 32, 64, 128], dtype=torch.uint8, device=device
+        )
     return _BITS[device]
 
 
@@ -194,8 +195,7 @@ class BlockGraph:
         big = self.n
         for r0, r1, a, cols in self.tiles:
             if cols is not None:  # edge list: a holds the rows
-                out.scatter_reduce_(0, a, labels[cols], reduce="amin")
-                out.scatter_reduce_(0, cols, labels[a], reduce="amin")
+                edge_min_(out, labels, a, cols)
                 continue
             if self.packed:
                 a = _unpack(a, self.n - r0)
@@ -209,6 +209,20 @@ class BlockGraph:
         """(n,) int64: the smallest node index of each node's component."""
         init = torch.arange(self.n, device=self.degree.device)
         return propagate(self.neighbor_min, init)
+
+
+def edge_min_(out: Tensor, labels: Tensor, ei: Tensor, ej: Tensor) -> Tensor:
+    """In place: out[i] = min(out[i], labels[j]) and out[j] = min(out[j], labels[i]) over the
+    undirected edges (ei[k], ej[k])."""
+    out.scatter_reduce_(0, ei, labels[ej], reduce="amin")
+    return out.scatter_reduce_(0, ej, labels[ei], reduce="amin")
+
+
+def edge_components(n: int, ei: Tensor, ej: Tensor) -> Tensor:
+    """(n,) int64: the smallest node index of each node's component, for an undirected
+    edge list (ei, ej) over nodes 0..n-1."""
+    init = torch.arange(n, device=ei.device)
+    return propagate(lambda labels: edge_min_(labels.clone(), labels, ei, ej), init)
 
 
 def hub_order(labels: Tensor, degree: Tensor) -> tuple[Tensor, Tensor]:
