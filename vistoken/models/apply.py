@@ -26,15 +26,9 @@ from typing import Any
 import torch
 
 from ..core import Compressed, budget_for, check_retention, compress, get_method
-from .base import (
-    DecodeState,
-    check_mask,
-    contiguous_positions,
-    decode_kwargs,
-    place,
-    shorten,
-)
-from .families import Family, LlavaOnevisionFamily, family_of
+from . import _hf
+from .base import DecodeState, check_mask, decode_kwargs, place, shorten, text_next
+from .families import Family, family_of
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +65,9 @@ class Handle:
         self._states: weakref.WeakKeyDictionary[Any, DecodeState] = weakref.WeakKeyDictionary()
         self._active = False
         self._inner = family.inner(model)
-        self._saved_rope_deltas = getattr(self._inner, "rope_deltas", None)
+        self._saved = family.save_state(self._inner)
+        # the keyword the inner forward takes its KV cache under (transformers renames it)
+        self._cache_key = _hf.cache_key(self._inner.forward, type(self._inner).__name__)
 
     @property
     def active(self) -> bool:
@@ -85,8 +81,7 @@ class Handle:
             part.remove()
         self._hooks.clear()
         self._parts.clear()
-        if hasattr(self._inner, "rope_deltas"):
-            self._inner.rope_deltas = self._saved_rope_deltas
+        self.family.restore_state(self._inner, self._saved)
         if self.model.__dict__.get("_vistoken_handle") is self:
             del self.model.__dict__["_vistoken_handle"]
         self._active = False
@@ -109,8 +104,8 @@ class Handle:
     def _pre_hook(self, module: Any, args: tuple, kwargs: dict[str, Any]) -> Any:
         if args:  # called positionally: the first positional argument is input_ids
             kwargs = {"input_ids": args[0], **kwargs}
-        cache = kwargs.get("past_key_values")
-        past = cache.get_seq_length() if cache is not None else 0
+        cache = _hf.get_cache(kwargs)
+        past = _hf.cached_tokens(cache)
         if self.family.has_visual(kwargs):
             if past:
                 raise ValueError(
@@ -123,8 +118,16 @@ class Handle:
             return (), self._prefill(module, kwargs)
         state = self._states.get(cache) if cache is not None else None
         if state is not None and past > 0:
-            return (), decode_kwargs(kwargs, state, past)
+            return (), decode_kwargs(kwargs, state, past, self.family.shift_positions)
         return (), kwargs
+
+    def _outer_pre_hook(self, module: Any, args: tuple, kwargs: dict[str, Any]) -> None:
+        if kwargs.get("labels") is not None and self.family.has_visual(kwargs):
+            raise ValueError(
+                "vt.apply does not support labels= (training): the compressed sequence is "
+                "shorter than the labels; compute the loss from the returned logits, or "
+                "call handle.remove() for training"
+            )
 
     def _fastv_prepare(self, kwargs: dict[str, Any]) -> None:
         ids = kwargs.get("input_ids")
@@ -168,14 +171,15 @@ class Handle:
                 "vt.apply needs input_ids to find the visual placeholder tokens; pass the "
                 "processor's outputs (input_ids, not inputs_embeds)"
             )
-        am = kwargs.get("attention_mask")
+        am = _hf.attention_mask(kwargs)
         check_mask(am)
         embeds = module.get_input_embeddings()(ids)
         units = self.family.units(module, kwargs, ids, embeds)
         if not units:
             return kwargs
         if self.method == "visionzip":
-            self._attach_stats(units)
+            received, keys = self._parts[0].pop()
+            self.family.attach_vision_stats(module, units, received, keys)
         keep = torch.ones(ids.shape, dtype=torch.bool, device=ids.device)
         sync = embeds.device.type == "cuda"
         if sync:
@@ -198,38 +202,17 @@ class Handle:
         new["inputs_embeds"] = short.embeds
         padded = not bool(short.valid.all())
         if am is not None or padded:
-            new["attention_mask"] = short.mask.to(am.dtype if am is not None else torch.long)
-        text_new = contiguous_positions(short.mask)
-        kept = short.mask.sum(dim=1)
+            new[_hf.MASK_KEY] = short.mask.to(am.dtype if am is not None else torch.long)
         mask_old = am.long() if am is not None else torch.ones_like(ids)
-        # where the generation loop's 1-D (text-row) positions go on after the prompt
-        pos = kwargs.get("position_ids")
-        text_old = pos[0] if pos is not None and pos.ndim == 3 and pos.shape[0] == 4 else pos
-        if text_old is not None and text_old.ndim == 2:
-            orig_next = text_old.masked_fill(mask_old == 0, -1).amax(dim=1) + 1
-        else:
-            orig_next = mask_old.sum(dim=1)
-        offset = orig_next - kept
-        if self.family.mrope:
-            rope = self.family.rope_positions(module, kwargs, ids, am)
-            rope = rope.gather(2, short.index[None].expand(rope.shape[0], -1, -1))
-            rope = rope.masked_fill(~short.valid[None], 0)
-            new["position_ids"] = torch.cat((text_new[None], rope), dim=0)
-            if hasattr(module, "rope_deltas"):
-                top = rope.masked_fill(~short.valid[None], -1).amax(dim=(0, 2))
-                module.rope_deltas = (top + 1 - kept)[:, None]
-            if kwargs.get("mm_token_type_ids") is not None:
-                mmt = kwargs["mm_token_type_ids"].gather(1, short.index)
-                new["mm_token_type_ids"] = mmt.masked_fill(~short.valid, 0)
-        else:
-            new["position_ids"] = text_new
-        cache = kwargs.get("past_key_values")
+        # how far the generation loop's 1-D (text-row) positions run ahead after the prompt
+        text_old = self.family.text_row(_hf.position_ids(kwargs))
+        offset = text_next(text_old, mask_old) - short.mask.sum(dim=1)
+        new.update(self.family.shortened_positions(module, kwargs, ids, am, short))
+        cache = _hf.get_cache(kwargs)
         if cache is None and kwargs.get("use_cache") is not False:
-            from transformers import DynamicCache
-
-            cache = DynamicCache(config=self.family.language_model(self.model).config)
-            new["past_key_values"] = cache
+            cache = _hf.new_cache(self.family.language_model(self.model).config)
         if cache is not None:
+            _hf.put_cache(new, self._cache_key, cache)
             self._states[cache] = DecodeState(mask=short.mask, offset=offset, padded=padded)
         self.last = results
         self.stats = {
@@ -240,36 +223,6 @@ class Handle:
             "compress_seconds": seconds,
         }
         return new
-
-    def _attach_stats(self, units: list[Any]) -> None:
-        from .visionzip import resize_stats
-
-        received, keys = self._parts[0].pop()
-        frames = sum(u.tokens.shape[0] for u in units)
-        if received.shape[0] < frames:
-            raise RuntimeError(
-                f"the vision tower's attention was recorded for {received.shape[0]} frames, "
-                f"the prefill has {frames}"
-            )
-        # the latest tower calls are this prefill's (older records: direct feature calls)
-        received, keys = received[-frames:], keys[-frames:]
-        fam = self.family
-        assert isinstance(fam, LlavaOnevisionFamily)
-        cfg = self._inner.config
-        src = fam.base_grid(cfg)
-        dst = fam.video_grid(cfg)
-        start = 0
-        for unit in units:
-            t = unit.tokens.shape[0]
-            if unit.grid != dst:
-                raise ValueError(
-                    "visionzip in LLaVA-OneVision supports videos (frames on the pooled grid); "
-                    "use a pre-LLM method for images"
-                )
-            r = resize_stats(received[start : start + t, :, None], src, dst)[..., 0]
-            k = resize_stats(keys[start : start + t], src, dst)
-            unit.extra = {"received": r, "keys": k}
-            start += t
 
 
 def apply(model: Any, method: str, *, retention: float | None = None, **options: Any) -> Handle:
@@ -287,6 +240,7 @@ def apply(model: Any, method: str, *, retention: float | None = None, **options:
     unchanged. Logits of a compressed prefill follow the shortened sequence.
     """
     family = family_of(model)
+    _hf.warn_if_untested()
     spec = get_method(method)
     if retention is not None:
         retention = check_retention(retention)
@@ -322,16 +276,14 @@ def apply(model: Any, method: str, *, retention: float | None = None, **options:
             FastV(family.language_model(model), retention=retention, layer=options.get("layer", 2))
         )
     elif method == "visionzip":
-        if not isinstance(family, LlavaOnevisionFamily):
-            raise TypeError(
-                "visionzip is implemented for the LLaVA-OneVision family "
-                "(LlavaOnevisionForConditionalGeneration); use another method for "
-                f"{type(model).__name__}"
-            )
         from .visionzip import AttentionProbe
 
-        handle._parts.append(AttentionProbe(inner.vision_tower, layer=options.get("layer", -2)))
+        tower = family.vision_tower(inner)  # TypeError for families without tower statistics
+        handle._parts.append(AttentionProbe(tower, layer=options.get("layer", -2)))
     handle._hooks.append(inner.register_forward_pre_hook(handle._pre_hook, with_kwargs=True))
+    handle._hooks.append(
+        model.register_forward_pre_hook(handle._outer_pre_hook, with_kwargs=True)
+    )
     model.__dict__["_vistoken_handle"] = handle
     handle._active = True
     log.debug("applied %r", handle)

@@ -13,11 +13,12 @@ knows how to make the language model really see fewer of them:
    cache object, so the generation loop's own bookkeeping (attention mask and position ids
    of the uncompressed prompt) is mapped onto the shorter cache.
 
-Nothing here imports transformers.
+Nothing here imports transformers; argument names come from ``_hf``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +26,7 @@ import torch
 from torch import Tensor
 
 from ..core import Compressed
+from . import _hf
 
 
 @dataclass
@@ -118,6 +120,17 @@ def contiguous_positions(mask: Tensor) -> Tensor:
     return pos.masked_fill(mask == 0, 0)
 
 
+def text_next(text_positions: Tensor | None, mask: Tensor) -> Tensor:
+    """(B,) the 1-D position the generation loop gives the first token after a prompt.
+
+    text_positions: (B, L) the prompt's 1-D (text-row) position ids, or None (then the
+    loop counts mask ones); mask: (B, L) the prompt's padding mask.
+    """
+    if text_positions is not None:
+        return text_positions.masked_fill(mask == 0, -1).amax(dim=1) + 1
+    return mask.sum(dim=1)
+
+
 @dataclass
 class DecodeState:
     """What decode steps after a shortened prefill need.
@@ -157,16 +170,21 @@ def step_shape(kwargs: dict[str, Any]) -> tuple[int, int]:
     raise ValueError("the model was called without input_ids or inputs_embeds")
 
 
-def decode_kwargs(kwargs: dict[str, Any], state: DecodeState, past: int) -> dict[str, Any]:
+def decode_kwargs(
+    kwargs: dict[str, Any],
+    state: DecodeState,
+    past: int,
+    shift_positions: Callable[[Tensor, Tensor], Tensor],
+) -> dict[str, Any]:
     """Map a decode step's attention mask and position ids onto the shortened cache.
 
     past: tokens already in the cache. The mask becomes the prefill's new mask plus the
-    columns of the tokens generated since. 1-D position ids (and the text row of 4-row
-    M-RoPE ids) are moved back by the per-row offset; M-RoPE's (t, h, w) rows are left as
-    the loop computed them.
+    columns of the tokens generated since. Position ids are moved back by the per-row
+    offset with the family's ``shift_positions(position_ids, offset (B, 1))`` (1-D ids and
+    the text row of M-RoPE ids move; M-RoPE's (t, h, w) rows stay as the loop made them).
     """
     out = dict(kwargs)
-    am = kwargs.get("attention_mask")
+    am = _hf.attention_mask(kwargs)
     check_mask(am)
     batch, q_len = step_shape(kwargs)
     tail = past + q_len - state.mask.shape[1]
@@ -178,14 +196,9 @@ def decode_kwargs(kwargs: dict[str, Any], state: DecodeState, past: int) -> dict
             new_cols = am[:, am.shape[1] - tail :].to(head.dtype)
         else:
             new_cols = torch.ones(batch, tail, dtype=head.dtype, device=head.device)
-        out["attention_mask"] = torch.cat((head, new_cols), dim=1)
-    pos = kwargs.get("position_ids")
+        out[_hf.MASK_KEY] = torch.cat((head, new_cols), dim=1)
+    pos = _hf.position_ids(kwargs)
     if pos is not None:
         off = _repeat_rows(state.offset, pos.shape[-2]).to(pos.device)[:, None]
-        if pos.ndim == 2:
-            out["position_ids"] = pos - off
-        elif pos.ndim == 3 and pos.shape[0] == 4:
-            pos = pos.clone()
-            pos[0] = pos[0] - off
-            out["position_ids"] = pos
+        out[_hf.POSITION_KEY] = shift_positions(pos, off)
     return out

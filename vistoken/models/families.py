@@ -23,7 +23,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .base import Unit
+from . import _hf
+from .base import Shortened, Unit, contiguous_positions
 
 
 def _runs(input_ids: Tensor, token_id: int, lengths: list[int], what: str) -> list[Tensor]:
@@ -91,6 +92,54 @@ class Family:
         """Fill ``embeds`` (B, L, D) in place with the visual features; list the units."""
         raise NotImplementedError
 
+    # -- positions (1-D RoPE by default) --------------------------------------------------
+
+    def text_row(self, position_ids: Tensor | None) -> Tensor | None:
+        """(B, L) the 1-D positions the generation loop counts in, or None."""
+        return position_ids if position_ids is not None and position_ids.ndim == 2 else None
+
+    def shortened_positions(
+        self,
+        inner: Any,
+        kwargs: dict[str, Any],
+        input_ids: Tensor,
+        attention_mask: Tensor | None,
+        short: Shortened,
+    ) -> dict[str, Tensor]:
+        """Forward arguments that give the shortened prefill its positions.
+
+        1-D RoPE: the shortened sequence is numbered contiguously (what published pre-LLM
+        methods do).
+        """
+        return {_hf.POSITION_KEY: contiguous_positions(short.mask)}
+
+    def shift_positions(self, position_ids: Tensor, offset: Tensor) -> Tensor:
+        """A decode step's position ids moved back by ``offset`` (B, 1)."""
+        return position_ids - offset if position_ids.ndim == 2 else position_ids
+
+    def save_state(self, inner: Any) -> Any:
+        """What the hooks may change on ``inner`` (restored by ``Handle.remove``)."""
+        return None
+
+    def restore_state(self, inner: Any, saved: Any) -> None:
+        pass
+
+    # -- vision-tower statistics (VisionZip) ----------------------------------------------
+
+    def vision_tower(self, inner: Any) -> Any:
+        """The SigLIP/CLIP-style tower whose attention VisionZip reads."""
+        raise TypeError(
+            "visionzip is implemented for the LLaVA-OneVision family "
+            "(LlavaOnevisionForConditionalGeneration); use another method for "
+            f"{', '.join(self.class_names)}"
+        )
+
+    def attach_vision_stats(
+        self, inner: Any, units: list[Unit], received: Tensor, keys: Tensor
+    ) -> None:
+        """Give each unit the tower statistics of its frames, on the unit's token grid."""
+        self.vision_tower(inner)
+
 
 class LlavaOnevisionFamily(Family):
     name = "llava-onevision"
@@ -109,6 +158,39 @@ class LlavaOnevisionFamily(Family):
     def video_grid(self, config: Any) -> tuple[int, int]:
         h, w = self.base_grid(config)
         return math.ceil(h / 2), math.ceil(w / 2)
+
+    def vision_tower(self, inner: Any) -> Any:
+        return inner.vision_tower
+
+    def attach_vision_stats(
+        self, inner: Any, units: list[Unit], received: Tensor, keys: Tensor
+    ) -> None:
+        """received: (F', P) and keys (F', P, Dk) on the tower's patch grid, the latest F
+        frames this prefill's (older records come from direct feature calls). They are
+        resized to the pooled grid with the model's own bilinear pooling (our choice: the
+        paper selects before pooling, LLaVA-OneVision pools after the projector)."""
+        from .visionzip import resize_stats
+
+        frames = sum(u.tokens.shape[0] for u in units)
+        if received.shape[0] < frames:
+            raise RuntimeError(
+                f"the vision tower's attention was recorded for {received.shape[0]} frames, "
+                f"the prefill has {frames}"
+            )
+        received, keys = received[-frames:], keys[-frames:]
+        src, dst = self.base_grid(inner.config), self.video_grid(inner.config)
+        start = 0
+        for unit in units:
+            t = unit.tokens.shape[0]
+            if unit.grid != dst:
+                raise ValueError(
+                    "visionzip in LLaVA-OneVision supports videos (frames on the pooled grid); "
+                    "use a pre-LLM method for images"
+                )
+            r = resize_stats(received[start : start + t, :, None], src, dst)[..., 0]
+            k = resize_stats(keys[start : start + t], src, dst)
+            unit.extra = {"received": r, "keys": k}
+            start += t
 
     def units(
         self, inner: Any, kwargs: dict[str, Any], input_ids: Tensor, embeds: Tensor
@@ -217,7 +299,7 @@ class QwenVLFamily(Family):
     @staticmethod
     def _grid_from_positions(kwargs: dict[str, Any], run: Tensor) -> tuple[int, int, int]:
         """(t, h, w) token grid of one visual run from its (t, h, w) M-RoPE positions."""
-        pos = kwargs.get("position_ids")
+        pos = _hf.position_ids(kwargs)
         if pos is None or pos.ndim != 3:
             raise ValueError(
                 "Qwen-VL inputs need image_grid_thw/video_grid_thw (or the model's 3-D "
@@ -237,7 +319,7 @@ class QwenVLFamily(Family):
         self, inner: Any, kwargs: dict[str, Any], input_ids: Tensor, attention_mask: Tensor | None
     ) -> Tensor:
         """(3, B, L) the model's own M-RoPE positions of the uncompressed sequence."""
-        pos = kwargs.get("position_ids")
+        pos = _hf.position_ids(kwargs)
         if pos is not None and pos.ndim == 3:
             return pos[1:] if pos.shape[0] == 4 else pos
         mm_types = kwargs.get("mm_token_type_ids")
@@ -258,6 +340,51 @@ class QwenVLFamily(Family):
             **extra,
         )
         return positions
+
+    def text_row(self, position_ids: Tensor | None) -> Tensor | None:
+        """generate() passes (4, B, L) ids whose first row is the 1-D text position."""
+        if position_ids is not None and position_ids.ndim == 3:
+            return position_ids[0] if position_ids.shape[0] == 4 else None
+        return super().text_row(position_ids)
+
+    def shortened_positions(
+        self,
+        inner: Any,
+        kwargs: dict[str, Any],
+        input_ids: Tensor,
+        attention_mask: Tensor | None,
+        short: Shortened,
+    ) -> dict[str, Tensor]:
+        """M-RoPE: every kept or merged token keeps its anchor's (t, h, w) position and the
+        text keeps its uncompressed index; the text row is numbered contiguously. Sets the
+        model's ``rope_deltas`` so decode steps continue after the highest position, and
+        shortens ``mm_token_type_ids``."""
+        rope = self.rope_positions(inner, kwargs, input_ids, attention_mask)
+        rope = rope.gather(2, short.index[None].expand(rope.shape[0], -1, -1))
+        rope = rope.masked_fill(~short.valid[None], 0)
+        out = {_hf.POSITION_KEY: torch.cat((contiguous_positions(short.mask)[None], rope), 0)}
+        if hasattr(inner, "rope_deltas"):
+            top = rope.masked_fill(~short.valid[None], -1).amax(dim=(0, 2))
+            inner.rope_deltas = (top + 1 - short.mask.sum(dim=1))[:, None]
+        if kwargs.get("mm_token_type_ids") is not None:
+            mmt = kwargs["mm_token_type_ids"].gather(1, short.index)
+            out["mm_token_type_ids"] = mmt.masked_fill(~short.valid, 0)
+        return out
+
+    def shift_positions(self, position_ids: Tensor, offset: Tensor) -> Tensor:
+        """Only the text row of (4, B, q) ids moves; the (t, h, w) rows stay."""
+        if position_ids.ndim == 3 and position_ids.shape[0] == 4:
+            position_ids = position_ids.clone()
+            position_ids[0] = position_ids[0] - offset
+            return position_ids
+        return super().shift_positions(position_ids, offset)
+
+    def save_state(self, inner: Any) -> Any:
+        return getattr(inner, "rope_deltas", None)
+
+    def restore_state(self, inner: Any, saved: Any) -> None:
+        if hasattr(inner, "rope_deltas"):
+            inner.rope_deltas = saved
 
 
 class InternVLFamily(Family):

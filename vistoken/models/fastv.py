@@ -37,6 +37,7 @@ from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
 from ..core import budget_for, check_retention
+from . import _hf
 
 __all__ = ["FastV"]
 
@@ -190,9 +191,8 @@ class FastV:
 
     def _score_hook(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         """Pre-hook of layer K-1: on a prefill, score the keys and choose what to keep."""
-        hidden = args[0] if args else kwargs["hidden_states"]
-        past = kwargs.get("past_key_values")
-        if past is not None and past.get_seq_length(self.layer - 1) > 0:
+        hidden = _hf.layer_hidden(args, kwargs)
+        if _hf.cached_tokens(_hf.get_cache(kwargs), self.layer - 1) > 0:
             return  # a decode step (or a continuation): the selection stays
         # A prefill: whatever the last prefill selected no longer applies.
         self._index = self._valid = None
@@ -209,14 +209,14 @@ class FastV:
                 f"prefill has batch {b} and sequence length {length}"
             )
         visual = visual.to(hidden.device)
-        mask = kwargs.get("attention_mask")
+        mask = _hf.attention_mask(kwargs)
         key_ok = self._last_row_allowed(mask, b, length, hidden.device)
-        if kwargs.get("position_embeddings") is None:
+        if _hf.rotary(kwargs) is None:
             raise RuntimeError(
                 f"FastV: layer {self.layer - 1} was called without `position_embeddings` "
                 "(cos, sin); FastV needs the rotary embeddings the decoder loop passes"
             )
-        cos, sin = kwargs["position_embeddings"]
+        cos, sin = _hf.rotary(kwargs)
         scores = self._last_query_scores(module, hidden, cos, sin, mask, key_ok)
         self.last_scores = scores
         keep = self._select(scores, visual & key_ok)
@@ -239,8 +239,7 @@ class FastV:
                 return None
             if self._pruning_now:
                 return self._prune_prefill(args, kwargs)
-            past = kwargs.get("past_key_values")
-            if past is None or past.get_seq_length(i) == 0:
+            if _hf.cached_tokens(_hf.get_cache(kwargs), i) == 0:
                 return None
             return self._fix_decode(i, args, kwargs)
 
@@ -321,7 +320,7 @@ class FastV:
     # ------------------------------------------------------------------ slicing
 
     def _impl(self) -> str:
-        return str(getattr(self.text_model.config, "_attn_implementation", None) or "eager")
+        return _hf.attn_implementation(self.text_model.config)
 
     def _memoized(self, key: str, source: Any, make: Callable[[], Any]) -> Any:
         hit = self._memo.get(key)
@@ -335,7 +334,7 @@ class FastV:
         """Slice hidden states, rotary embeddings, position ids and the mask of a prefill."""
         index, length = self._index, self._prefill_len
         assert index is not None
-        hidden = args[0] if args else kwargs["hidden_states"]
+        hidden = _hf.layer_hidden(args, kwargs)
         if hidden.shape[1] == length:  # layer K: the first to see the kept positions only
             hidden = _gather_seq(hidden, index, 1)
         elif hidden.shape[1] != index.shape[1]:
@@ -344,22 +343,21 @@ class FastV:
                 f"{index.shape[1]}"
             )
         kwargs = dict(kwargs)
-        pe = kwargs.get("position_embeddings")
+        pe = _hf.rotary(kwargs)
         if pe is not None:
-            kwargs["position_embeddings"] = self._memoized(
+            kwargs[_hf.ROTARY_KEY] = self._memoized(
                 "pe", pe[0], lambda: tuple(_gather_seq(t, index, -2) for t in pe)
             )
-        pos = kwargs.get("position_ids")
+        pos = _hf.position_ids(kwargs)
         if isinstance(pos, Tensor) and pos.shape[-1] == length:
-            kwargs["position_ids"] = self._memoized("pos", pos, lambda: _gather_seq(pos, index, -1))
-        mask = kwargs.get("attention_mask")
-        kwargs["attention_mask"] = self._memoized(
+            kwargs[_hf.POSITION_KEY] = self._memoized(
+                "pos", pos, lambda: _gather_seq(pos, index, -1)
+            )
+        mask = _hf.attention_mask(kwargs)
+        kwargs[_hf.MASK_KEY] = self._memoized(
             "mask", mask, lambda: self._prefill_mask(mask, hidden)
         )
-        if args:
-            return (hidden, *args[1:]), kwargs
-        kwargs["hidden_states"] = hidden
-        return args, kwargs
+        return _hf.with_layer_hidden(args, kwargs, hidden)
 
     def _prefill_mask(self, mask: Tensor | None, hidden: Tensor) -> Tensor:
         """The mask for layers >= K on the kept positions of a prefill.
@@ -395,9 +393,9 @@ class FastV:
         """Decode step at layer i >= K: map the model's mask onto this layer's shorter cache."""
         index, valid, length = self._index, self._valid, self._prefill_len
         assert index is not None and valid is not None
-        hidden = args[0] if args else kwargs["hidden_states"]
+        hidden = _hf.layer_hidden(args, kwargs)
         b, q = hidden.shape[:2]
-        past = kwargs["past_key_values"]
+        past = _hf.get_cache(kwargs)
         lk = index.shape[1]
         new_before = past.get_seq_length(i) - lk  # tokens this layer cached after the prefill
         full_before = past.get_seq_length(0) - q  # layer 0 already holds this step's tokens
@@ -407,9 +405,9 @@ class FastV:
                 f"{b}) does not continue the last pruned prefill ({length} -> {lk} positions, "
                 f"batch {index.shape[0]}); call prepare() before every new prefill"
             )
-        mask = kwargs.get("attention_mask")
+        mask = _hf.attention_mask(kwargs)
         kwargs = dict(kwargs)
-        kwargs["attention_mask"] = self._memoized(
+        kwargs[_hf.MASK_KEY] = self._memoized(
             "mask", mask, lambda: self._decode_mask(mask, q, new_before, hidden.dtype)
         )
         return args, kwargs

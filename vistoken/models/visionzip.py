@@ -45,6 +45,7 @@ from torch import Tensor, nn
 from ..core import Compressed, check_grid, check_tokens, grid_positions, identity
 from ..ops import normalize, row_block, segment_count, segment_mean, work_dtype
 from ..ops.similarity import BLOCK_ELEMENTS
+from . import _hf
 
 __all__ = ["AttentionProbe", "visionzip", "resize_stats", "frame_split"]
 
@@ -117,8 +118,7 @@ class AttentionProbe:
 
     # The hook: (module, args, kwargs, output) -> None (the output is left as it is).
     def _hook(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
-        hidden = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
-        mask = kwargs.get("attention_mask", args[1] if len(args) > 1 else None)
+        hidden, mask = _hf.attention_inputs(args, kwargs)
         with torch.no_grad():
             received, keys = self._stats(module, hidden.detach(), mask)
         self._received.append(received)

@@ -1,0 +1,191 @@
+"""Every contact vistoken has with the names transformers passes between its modules.
+
+The hooks of ``vt.apply`` and FastV read and rewrite a forward's keyword arguments before
+the forward runs. This module is the only code that knows what those arguments are called
+and how they are shaped; the rest of ``vistoken.models`` goes through it. When a release
+renames one of them, this is the one file to change.
+
+Assumptions about transformers internals, each one a place a release can break us (checked
+on every CI run by the model tests at both ends of the tested range, ``TESTED``):
+
+1. The KV cache reaches a forward as the keyword ``cache`` (transformers >= 5.24) or
+   ``past_key_values`` (<= 5.23). In 5.24 the old name survives through a
+   ``deprecate_kwarg`` shim that renames it *inside* ``forward``, after forward pre-hooks
+   ran, so a hook must read both names and write the one the forward's signature takes
+   (:func:`cache_key`, read once at ``vt.apply``; a forward that takes neither is refused
+   at once, so the next rename fails loudly instead of silently).
+2. A cache object has ``get_seq_length(layer_idx=0)``; an empty ``DynamicCache`` is falsy,
+   so presence is always tested with ``is not None``. ``DynamicCache(config=...)`` builds an
+   empty one for a text config.
+3. The top-level forward takes a 2-D ``attention_mask`` (B, L) (1 = token, 0 = padding) and
+   ``position_ids`` (B, L) for 1-D RoPE; Qwen-VL families pass (3, B, L) or, from
+   ``generate()``, (4, B, L) with the text row first (the family adapters know which).
+4. Decoder layers get ``hidden_states`` as the first positional argument or a keyword,
+   ``position_embeddings=(cos, sin)`` (B|1, L, head_dim) and, as ``attention_mask``, what
+   the mask interface built: None, 4-D bool (sdpa), 4-D additive float (eager) or 2-D
+   (flash attention).
+5. ``config._attn_implementation`` names the attention backend ("sdpa", "eager",
+   "flash_attention_2", ...).
+6. The decoder stack is ``<inner>.language_model.layers`` with ``self_attn.q_proj/k_proj``
+   (optional ``q_norm/k_norm``) and ``input_layernorm`` per layer (FastV re-scores with
+   them); the inner multimodal module is ``model.model``.
+7. ``generate()`` (>= 5.23) encodes pixels itself, passes the features as
+   ``mm_encoder_outputs`` (a dict; ``{}`` for a text-only prompt) and may drop
+   ``image_grid_thw``/``video_grid_thw`` before the forward (families.py reads the grid off
+   the M-RoPE positions then).
+8. The top-level ``*ForConditionalGeneration.forward`` computes the loss from ``labels``
+   against the logits it returns; vt.apply refuses ``labels`` (their columns would not
+   follow the shortened sequence).
+
+Family-specific layouts (where visual features sit, M-RoPE, ``rope_deltas``,
+``mm_token_type_ids``, vision-tower grids) live in ``families.py``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+from torch import Tensor
+
+#: the keyword names the KV cache has had, newest first
+CACHE_KEYS: tuple[str, ...] = ("cache", "past_key_values")
+MASK_KEY = "attention_mask"
+POSITION_KEY = "position_ids"
+ROTARY_KEY = "position_embeddings"
+
+#: (oldest, newest) transformers release the model tests ran on (both ends run in CI)
+TESTED: tuple[str, str] = ("5.18.0", "5.24.0")
+
+_warned: set[str] = set()
+
+
+def version() -> str:
+    """The installed transformers version."""
+    import transformers
+
+    return str(transformers.__version__)
+
+
+def _release(v: str) -> tuple[int, ...]:
+    parts = []
+    for p in v.split("+")[0].split("."):
+        digits = "".join(ch for ch in p if ch.isdigit())
+        if not digits:
+            break
+        parts.append(int(digits))
+        if not p.isdigit():
+            break
+    return tuple(parts)
+
+
+def in_tested_range(v: str) -> bool:
+    """Whether release ``v`` lies within the tested range, compared by minor release
+    (a patch release newer than the newest tested one of the same minor counts as tested)."""
+    lo, hi = (_release(x) for x in TESTED)
+    r = _release(v)
+    return lo <= r and r[:2] <= hi[:2]
+
+
+def warn_if_untested() -> None:
+    """Warn once per process when transformers is outside the tested range."""
+    v = version()
+    if v in _warned or in_tested_range(v):
+        return
+    _warned.add(v)
+    warnings.warn(
+        f"vistoken's model integration was tested with transformers {TESTED[0]} to "
+        f"{TESTED[1]}; this is {v}. It may work, but check the results (or install a "
+        "version in the tested range).",
+        UserWarning,
+        stacklevel=3,
+    )
+
+
+def cache_key(forward: Callable[..., Any], what: str) -> str:
+    """The keyword under which ``forward`` takes its KV cache: "cache" or "past_key_values".
+
+    Read from the signature (``inspect`` follows the deprecation shim's ``__wrapped__``).
+    Raises TypeError when the forward takes neither, naming the transformers version.
+    """
+    params = inspect.signature(forward).parameters
+    for key in CACHE_KEYS:
+        if key in params:
+            return key
+    raise TypeError(
+        f"{what}.forward takes its KV cache under neither of {list(CACHE_KEYS)} "
+        f"(transformers {version()}); vistoken supports transformers {TESTED[0]} to "
+        f"{TESTED[1]}: vistoken/models/_hf.py needs the new name"
+    )
+
+
+def get_cache(kwargs: dict[str, Any]) -> Any | None:
+    """The KV cache in a forward's keyword arguments, under either name, or None."""
+    for key in CACHE_KEYS:
+        value = kwargs.get(key)
+        if value is not None:
+            return value
+    return None
+
+
+def put_cache(kwargs: dict[str, Any], key: str, cache: Any) -> None:
+    """Set the cache under ``key`` (the forward's own name), dropping the other names."""
+    for k in CACHE_KEYS:
+        kwargs.pop(k, None)
+    kwargs[key] = cache
+
+
+def cached_tokens(cache: Any | None, layer: int = 0) -> int:
+    """How many tokens ``cache`` holds for ``layer`` (0 for no cache)."""
+    return int(cache.get_seq_length(layer)) if cache is not None else 0
+
+
+def new_cache(text_config: Any) -> Any:
+    """An empty dynamic KV cache for a language model of ``text_config``."""
+    from transformers import DynamicCache
+
+    return DynamicCache(config=text_config)
+
+
+def attention_mask(kwargs: dict[str, Any]) -> Any | None:
+    return kwargs.get(MASK_KEY)
+
+
+def position_ids(kwargs: dict[str, Any]) -> Tensor | None:
+    return kwargs.get(POSITION_KEY)
+
+
+def rotary(kwargs: dict[str, Any]) -> tuple[Tensor, Tensor] | None:
+    """The (cos, sin) rotary embeddings a decoder layer receives, or None."""
+    return kwargs.get(ROTARY_KEY)
+
+
+def attention_inputs(args: tuple, kwargs: dict[str, Any]) -> tuple[Tensor, Any | None]:
+    """(hidden_states, attention_mask) an attention module was called with (a vision
+    tower's ``self_attn``: positional or keyword)."""
+    hidden = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
+    mask = kwargs.get(MASK_KEY, args[1] if len(args) > 1 else None)
+    return hidden, mask
+
+
+def attn_implementation(config: Any) -> str:
+    """The attention backend a config selects ("eager" when unset)."""
+    return str(getattr(config, "_attn_implementation", None) or "eager")
+
+
+def layer_hidden(args: tuple, kwargs: dict[str, Any]) -> Tensor:
+    """A decoder layer's input hidden states (positional or keyword)."""
+    return args[0] if args else kwargs["hidden_states"]
+
+
+def with_layer_hidden(
+    args: tuple, kwargs: dict[str, Any], hidden: Tensor
+) -> tuple[tuple, dict[str, Any]]:
+    """(args, kwargs) with the layer's hidden states replaced, in the place they came."""
+    if args:
+        return (hidden, *args[1:]), kwargs
+    kwargs = dict(kwargs)
+    kwargs["hidden_states"] = hidden
+    return args, kwargs
