@@ -16,10 +16,18 @@ import av
 import av.error
 import numpy as np
 import pytest
-from PIL import Image
+from media_helpers import forged_png, gif_with_screen
+from PIL import Image, ImageFile
 
 from vistoken import video
-from vistoken.video import Frames, MediaError, bundled_video, load_frames, sample_indices
+from vistoken.video import (
+    Frames,
+    LimitError,
+    MediaError,
+    bundled_video,
+    load_frames,
+    sample_indices,
+)
 
 # ------------------------------------------------------------------------------------------
 # helpers and fixtures
@@ -491,3 +499,265 @@ def test_raw_h264_without_timestamps(tmp_path: Path) -> None:
     late = load_frames(path, 2, start=2.0)
     assert list(late.indices) == [50 + i for i in sample_indices(10, 2)]
     np.testing.assert_array_equal(late.array[-1], ref[late.indices[-1]])
+
+
+# ------------------------------------------------------------------------------------------
+# input limits: refused from the header / stream size, before anything large is allocated
+
+
+@pytest.fixture
+def no_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail the test if Pillow decodes pixel data or FFmpeg opens the file."""
+
+    def boom(*args, **kwargs):
+        raise AssertionError("decoding started")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", boom)
+    monkeypatch.setattr(video.av, "open", boom)
+
+
+HOSTILE = [
+    # over Pillow's own bomb limit (2 * 89.5 M pixels): Pillow refuses to open it
+    ("bomb.png", forged_png(20000, 20000), "an image of 400,000,000 pixels"),
+    # under Pillow's limit, over max_pixels: Pillow would decode it (300 MB)
+    ("big.png", forged_png(10000, 10000), "a frame of 10000x10000 = 100,000,000 pixels"),
+    # a PNG named like a video: FFmpeg's probe would decode it, so Pillow's header is read
+    ("big.mp4", forged_png(10000, 10000), "a frame of 10000x10000 = 100,000,000 pixels"),
+    # a 35-byte GIF with a 9000x9000 logical screen (FFmpeg: a 324 MB canvas per frame)
+    ("screen.gif", gif_with_screen(9000, 9000), "a frame of 9000x9000 = 81,000,000 pixels"),
+    ("huge.gif", gif_with_screen(65535, 65535), "an image of 4,294,836,225 pixels"),
+]
+
+
+@pytest.mark.parametrize(("name", "data", "needle"), HOSTILE, ids=[h[0] for h in HOSTILE])
+def test_oversized_header_is_refused_before_decoding(
+    tmp_path: Path, no_decoding: None, name: str, data: bytes, needle: str
+) -> None:
+    path = tmp_path / name
+    path.write_bytes(data)
+    assert len(data) < 100
+    with pytest.raises(LimitError) as e:
+        load_frames(path)
+    msg = str(e.value)
+    assert msg.startswith(f"{path}: {needle}, more than the limit max_pixels=67,108,864;")
+    assert msg.endswith("raise it with load_frames(..., max_pixels=N)")
+    assert e.value.option == "max_pixels" and e.value.limit == video.MAX_PIXELS == 8192**2
+    assert isinstance(e.value, MediaError) and isinstance(e.value, ValueError)
+
+
+def test_max_pixels_is_per_frame_and_can_be_lowered_or_raised(tmp_path: Path) -> None:
+    path = tmp_path / "a.png"
+    Image.fromarray(np.full((30, 40, 3), 9, np.uint8)).save(path)
+    assert load_frames(path, max_pixels=1200).array.shape == (1, 30, 40, 3)  # exactly 1200
+    with pytest.raises(LimitError, match=r"a frame of 40x30 = 1,200 pixels, .* max_pixels=1,199"):
+        load_frames(path, max_pixels=1199)
+    # raising max_pixels above Pillow's own limit: Pillow's limit is named
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(forged_png(20000, 20000))
+    with pytest.raises(MediaError, match="raise PIL.Image.MAX_IMAGE_PIXELS") as e:
+        load_frames(bomb, max_pixels=10**9)
+    assert not isinstance(e.value, LimitError)
+
+
+def test_video_frame_size_checked_before_decoding(
+    carphone: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def boom(*args, **kwargs):
+        raise AssertionError("decoding started")
+
+    with monkeypatch.context() as m:
+        m.setattr(video, "_Cursor", boom)
+        with pytest.raises(LimitError, match=r"a frame of 176x144 = 25,344 pixels") as e:
+            load_frames(carphone, 2, max_pixels=176 * 144 - 1)
+    assert e.value.option == "max_pixels"
+    assert load_frames(carphone, 2, max_pixels=176 * 144).array.shape == (2, 144, 176, 3)
+
+
+def test_max_frames_counts_the_frames_decoded(carphone: Path) -> None:
+    with pytest.raises(LimitError, match=r"10 frames to decode, more than the limit max_frames=9;"):
+        load_frames(carphone, 10, max_frames=9)
+    assert load_frames(carphone, 9, max_frames=9).num_frames == 9
+    # asking for more than the video has: the 120 frames there are, within the limit
+    assert load_frames(carphone, 10**6, max_frames=120).num_frames == 120
+    # ... and within the limit of the requested range
+    assert load_frames(carphone, 500, start=1.0, end=2.0, max_frames=30).num_frames == 30
+
+
+def test_max_bytes_bounds_the_output_array(carphone: Path) -> None:
+    size = 4 * 144 * 176 * 3
+    assert load_frames(carphone, 4, max_bytes=size).array.nbytes == size
+    with pytest.raises(LimitError, match=r"4 frames of 176x144 to decode, 304,128 bytes") as e:
+        load_frames(carphone, 4, max_bytes=size - 1)
+    assert e.value.option == "max_bytes" and e.value.limit == size - 1
+
+
+@pytest.fixture(scope="module")
+def long_claim(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 640x360 Matroska file of 3 frames whose last one is 2 hours in: it claims 180001
+    frames (duration x fps), like a long video."""
+    path = tmp_path_factory.mktemp("media") / "long.mkv"
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=25)
+        s.width, s.height, s.pix_fmt = 640, 360, "yuv420p"
+        for i, pts in enumerate([0, 1, 25 * 7200]):
+            f = av.VideoFrame.from_ndarray(np.full((360, 640, 3), 60 * i, np.uint8), "rgb24")
+            f.pts, f.time_base = pts, Fraction(1, 25)
+            for packet in s.encode(f):
+                c.mux(packet)
+        for packet in s.encode():
+            c.mux(packet)
+    return path
+
+
+def test_many_frames_of_a_long_video_are_refused_before_allocating(long_claim: Path) -> None:
+    # 100000 frames of 640x360 would be a 69 GB array: MemoryError before the limits
+    with pytest.raises(LimitError, match=r"100000 frames to decode, more than .* max_frames=1,024"):
+        load_frames(long_claim, 100_000)
+    with pytest.raises(LimitError, match=r"69,120,000,000 bytes \(64.37 GiB\), .* max_bytes="):
+        load_frames(long_claim, 100_000, max_frames=10**6)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc"),
+    [
+        ({"max_pixels": 0}, ValueError),
+        ({"max_frames": -1}, ValueError),
+        ({"max_bytes": 0}, ValueError),
+        ({"max_frames": 2.5}, TypeError),
+        ({"max_pixels": True}, TypeError),
+    ],
+)
+def test_bad_limits(carphone: Path, kwargs: dict, exc: type[Exception]) -> None:
+    with pytest.raises(exc, match=next(iter(kwargs))):
+        load_frames(carphone, 2, **kwargs)
+
+
+# ------------------------------------------------------------------------------------------
+# pixel modes: every mode Pillow gives comes out as the right 8-bit RGB
+
+
+def _pil(mode: str, values: list, dtype: str | None = None) -> Image.Image:
+    """A (1, len(values)) image of ``mode``: from raw ``dtype`` values, or one pixel each."""
+    if dtype is not None:
+        return Image.frombytes(mode, (len(values), 1), np.asarray(values, dtype).tobytes())
+    im = Image.new(mode, (len(values), 1))
+    for x, v in enumerate(values):
+        im.putpixel((x, 0), v)
+    return im
+
+
+def _palette(mode: str, values: list) -> Image.Image:
+    im = _pil(mode, values)
+    im.putpalette([0, 0, 0] * 3 + [10, 200, 30])
+    return im
+
+
+def _grey(values: list[int]) -> list[tuple[int, int, int]]:
+    return [(v, v, v) for v in values]
+
+
+SIXTEEN = [0, 128, 129, 257 * 100, 40000, 65535]  # -> 0, 0, 1, 100, 156, 255
+MODES = [
+    ("1", _pil("1", [0, 1]), _grey([0, 255]), 0),
+    ("L", _pil("L", [0, 77, 255]), _grey([0, 77, 255]), 0),
+    ("LA", _pil("LA", [(77, 0), (200, 255)]), _grey([77, 200]), 0),  # alpha dropped
+    ("La", _pil("La", [(100, 128)]), _grey([199]), 1),  # premultiplied: 100 * 255 / 128
+    ("P", _palette("P", [3, 0]), [(10, 200, 30), (0, 0, 0)], 0),
+    ("PA", _palette("PA", [(3, 50)]), [(10, 200, 30)], 0),
+    ("RGBA", _pil("RGBA", [(10, 20, 30, 0)]), [(10, 20, 30)], 0),
+    ("RGBa", _pil("RGBa", [(100, 50, 25, 128)]), [(199, 100, 50)], 1),
+    ("RGBX", _pil("RGBX", [(10, 20, 30, 0)]), [(10, 20, 30)], 0),
+    # (255 - c) * (255 - k) / 255 per channel
+    ("CMYK", _pil("CMYK", [(255, 0, 0, 0), (51, 102, 0, 51)]), [(0, 255, 255), (163, 122, 204)], 1),
+    # JPEG's full-range BT.601: R = Y + 1.402 (Cr - 128), ...
+    ("YCbCr", _pil("YCbCr", [(81, 90, 240), (128, 128, 128)]), [(238, 14, 14), (128,) * 3], 1),
+    # L * 2.55, a + 128, b + 128: white, black, sRGB red (L 53.2, a 80.1, b 67.2)
+    ("LAB", _pil("LAB", [(255, 128, 128), (0, 128, 128), (136, 208, 195)]),
+     [(255, 255, 255), (0, 0, 0), (255, 0, 0)], 12),
+    ("HSV", _pil("HSV", [(0, 255, 255), (85, 255, 128)]), [(255, 0, 0), (0, 128, 0)], 0),
+    ("I;16", _pil("I;16", SIXTEEN, "<u2"), _grey([0, 0, 1, 100, 156, 255]), 0),
+    ("I;16L", _pil("I;16L", SIXTEEN, "<u2"), _grey([0, 0, 1, 100, 156, 255]), 0),
+    ("I;16B", _pil("I;16B", SIXTEEN, ">u2"), _grey([0, 0, 1, 100, 156, 255]), 0),
+    ("I;16N", _pil("I;16N", SIXTEEN, "=u2"), _grey([0, 0, 1, 100, 156, 255]), 0),
+    ("I", _pil("I", SIXTEEN, "<i4"), _grey([0, 0, 1, 100, 156, 255]), 0),
+    # floats: [0, 1] data when the largest value is <= 1, else [0, 255] data; NaN -> 0
+    ("F", _pil("F", [0.0, 0.25, 1.0, np.nan, -2.0], "<f4"), _grey([0, 64, 255, 0, 0]), 0),
+    ("F", _pil("F", [0.4, 200.7, 300.0, np.nan, np.inf, -1], "<f4"),
+     _grey([0, 201, 255, 0, 255, 0]), 0),
+    ("F", _pil("F", [np.nan, np.nan], "<f4"), _grey([0, 0]), 0),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("mode", "im", "expected", "tol"), MODES, ids=[m[0] for m in MODES])
+def test_every_pillow_mode_to_8bit_rgb(
+    mode: str, im: Image.Image, expected: list, tol: int
+) -> None:
+    assert im.mode == mode
+    got = video._rgb8(im, "x")
+    assert got.dtype == np.uint8 and got.shape == (1, len(expected), 3)
+    diff = np.abs(got[0].astype(int) - np.asarray(expected))
+    assert diff.max() <= tol, (got[0].tolist(), expected)
+
+
+@pytest.mark.parametrize("values", [[-1, 5], [0, 65536]])
+def test_32bit_integers_outside_16bit_are_refused(values: list[int]) -> None:
+    with pytest.raises(MediaError, match=r"values in \[-?\d+, \d+\]: only 16-bit data"):
+        video._rgb8(_pil("I", values, "<i4"), "x")
+
+
+@pytest.mark.parametrize(
+    ("name", "fmt", "mode", "dtype", "values", "expected"),
+    [
+        # the reported cases: 16-bit grey PNG (was almost all white), float TIFF (was black)
+        ("grey16.png", "PNG", "I;16", "<u2", SIXTEEN, [0, 0, 1, 100, 156, 255]),
+        ("float.tif", "TIFF", "F", "<f4", [0.0, 0.1, 0.5, 1.0], [0, 26, 128, 255]),
+        ("big16.tif", "TIFF", "I;16B", ">u2", SIXTEEN, [0, 0, 1, 100, 156, 255]),
+        # Pillow reads a 16-bit PGM as mode I (maxval 65535)
+        ("grey16.pgm", "PPM", "I;16", "<u2", SIXTEEN, [0, 0, 1, 100, 156, 255]),
+    ],
+)
+def test_high_bit_depth_image_files(
+    tmp_path: Path, name: str, fmt: str, mode: str, dtype: str, values: list, expected: list
+) -> None:
+    path = tmp_path / name
+    _pil(mode, values, dtype).save(path, fmt)
+    with Image.open(path) as im:
+        assert im.mode == ("I" if fmt == "PPM" else mode)
+    fr = load_frames(path)
+    np.testing.assert_array_equal(fr.array[0, 0], np.asarray(_grey(expected), np.uint8))
+
+
+def write_flat_video(path: Path, pix_fmt: str, colors16: list[tuple[int, int, int]]) -> None:
+    """One flat frame per 16-bit RGB colour, encoded losslessly (FFV1) as ``pix_fmt``."""
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("ffv1", rate=25)
+        s.width, s.height, s.pix_fmt = 32, 16, pix_fmt
+        for rgb in colors16:
+            a = np.empty((16, 32, 3), np.uint16)
+            a[...] = rgb
+            for packet in s.encode(av.VideoFrame.from_ndarray(a, format="rgb48le")):
+                c.mux(packet)
+        for packet in s.encode():
+            c.mux(packet)
+
+
+def test_high_bit_depth_video_frames(tmp_path: Path) -> None:
+    colors8 = [(200, 100, 30), (5, 250, 128), (255, 255, 255)]
+    colors16 = [tuple(257 * v for v in c) for c in colors8]
+    path = tmp_path / "ten_bit.mkv"
+    write_flat_video(path, "yuv420p10le", colors16)
+    with av.open(str(path)) as c:
+        assert c.streams.video[0].codec_context.pix_fmt == "yuv420p10le"
+    fr = load_frames(path, 3)
+    got = fr.array.reshape(3, -1, 3).astype(int)
+    for k, rgb in enumerate(colors8):  # limited-range 10-bit YUV: within 3 levels
+        assert np.abs(got[k] - np.asarray(rgb)).max() <= 3, (k, got[k][0], rgb)
+
+    grey = tmp_path / "grey16.mkv"
+    write_flat_video(grey, "gray16le", colors16)
+    with av.open(str(grey)) as c:
+        planes = [f.to_ndarray().astype(int) for f in c.decode(video=0)]  # (16, 32) uint16
+    fr = load_frames(grey, 3)
+    for k, plane in enumerate(planes):  # the 16-bit grey value, scaled to 8 bits
+        np.testing.assert_allclose(fr.array[k, ..., 0], plane / 257, atol=1)
+        assert (fr.array[k] == fr.array[k, ..., :1]).all()

@@ -18,6 +18,42 @@ the index ``floor((pts - pts0) * time_base * fps + 1/2)`` (``pts0``: the first f
 For constant-frame-rate files (the usual case) this is exactly the frame's position in
 sequential decoding order. Display rotation metadata and non-square pixel aspect ratios are not
 applied: arrays have the stored (coded) width and height.
+
+Input limits. A small file can claim a huge picture (a PNG header saying 20000x20000, a GIF
+with a 65535x65535 logical screen) and a long video can be asked for more frames than memory
+holds, so :func:`load_frames` checks three limits *before* allocating anything large, from the
+image header or the stream's dimensions, and raises :class:`LimitError` (a :class:`MediaError`)
+naming the limit:
+
+* ``max_pixels`` (default :data:`MAX_PIXELS` = 8192 * 8192): pixels of one frame, ``H * W``;
+  checked on the image header (also before FFmpeg probes a file Pillow recognises) and on the
+  video stream's dimensions before decoding.
+* ``max_frames`` (default :data:`MAX_FRAMES` = 1024): frames returned, ``T``. Asking for more
+  frames than the video has is not an error (all of them are used); only decoding more than
+  ``max_frames`` is.
+* ``max_bytes`` (default :data:`MAX_BYTES` = 2 GiB): size of the returned array,
+  ``T * H * W * 3`` bytes.
+
+Each is a keyword argument of :func:`load_frames` (the command line has ``--max-pixels``,
+``--max-frames`` and ``--max-bytes``). Pillow's own decompression-bomb limit
+(``PIL.Image.MAX_IMAGE_PIXELS``, refusing images over twice its value) still applies to
+images on top of ``max_pixels``.
+
+Pixel formats. Every frame comes out as 8-bit RGB. Video frames are converted by FFmpeg
+(``to_ndarray(format="rgb24")``), which rescales high bit depths (e.g. ``yuv420p10le``,
+``gray16le``) correctly. Still images are converted from Pillow's mode as follows:
+
+* ``1 L LA La P PA RGB RGBA RGBa RGBX CMYK YCbCr LAB HSV``: Pillow's own conversion; an
+  alpha channel is dropped (the colour channels are kept as stored, not composited on a
+  background; premultiplied ``La``/``RGBa`` are un-premultiplied first).
+* ``I;16 I;16L I;16B I;16N`` (16-bit grey, e.g. 16-bit PNG and TIFF): ``round(v / 257)``.
+* ``I`` (32-bit integers; what Pillow gives for 16-bit PGM/PPM and 32-bit TIFF): read as
+  16-bit data, ``round(v / 257)``; values outside ``[0, 65535]`` have no sane 8-bit
+  reading and raise :class:`MediaError`.
+* ``F`` (32-bit float, e.g. float TIFF): NaN becomes 0; when the largest value is at most
+  1 the image is taken as ``[0, 1]`` data and multiplied by 255, else as ``[0, 255]``
+  data; then clipped to ``[0, 255]`` and rounded to the nearest integer.
+* any other mode: converted by Pillow if it can, else :class:`MediaError`.
 """
 
 from __future__ import annotations
@@ -28,7 +64,9 @@ import logging
 import math
 import operator
 import os
+import re
 import sys
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -43,8 +81,12 @@ from tqdm.auto import tqdm
 
 __all__ = [
     "IMAGE_SUFFIXES",
+    "MAX_BYTES",
+    "MAX_FRAMES",
+    "MAX_PIXELS",
     "SAMPLING_MODES",
     "Frames",
+    "LimitError",
     "MediaError",
     "bundled_video",
     "load_frames",
@@ -57,6 +99,12 @@ logger = logging.getLogger(__name__)
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp"})
 #: The accepted values of ``sampling`` / ``mode``.
 SAMPLING_MODES = ("center", "linspace")
+#: Default ``max_pixels`` of :func:`load_frames`: the most pixels (H * W) of one frame.
+MAX_PIXELS = 8192 * 8192
+#: Default ``max_frames`` of :func:`load_frames`: the most frames decoded.
+MAX_FRAMES = 1024
+#: Default ``max_bytes`` of :func:`load_frames`: the largest returned array, T * H * W * 3.
+MAX_BYTES = 2 * 1024**3
 
 # Frames closer than this (in frames) to the decoder's position are reached by decoding
 # forward; farther ones by seeking. Grows when a seek turns out not to skip anything.
@@ -71,6 +119,98 @@ _MAX_RESAMPLES = 4
 class MediaError(ValueError):
     """A file that is not a readable video or image: unknown format, corrupt or truncated stream,
     or no decodable frame."""
+
+
+class LimitError(MediaError):
+    """Decoding would exceed one of :func:`load_frames`' input limits; raised before the large
+    allocation (see "Input limits" in the module docstring).
+
+    Attributes:
+        reason: what was too large, starting with the file name, e.g.
+            ``"x.png: a frame of 20000x20000 = 400,000,000 pixels"``.
+        option: the keyword argument that sets the limit: ``"max_pixels"``, ``"max_frames"``
+            or ``"max_bytes"``.
+        limit: its value in this call.
+    """
+
+    def __init__(self, reason: str, option: str, limit: int) -> None:
+        self.reason = reason
+        self.option = option
+        self.limit = limit
+        super().__init__(self.message(f"raise it with load_frames(..., {option}=N)"))
+
+    def message(self, remedy: str) -> str:
+        """The error text with ``remedy`` (how to raise the limit) at its end."""
+        return f"{self.reason}, more than the limit {self.option}={self.limit:,}; {remedy}"
+
+
+@dataclass(frozen=True)
+class _Limits:
+    """The input limits of one :func:`load_frames` call."""
+
+    pixels: int
+    frames: int
+    bytes: int
+
+    def check_frame(self, source: str, width: int, height: int) -> None:
+        """LimitError when one ``width x height`` frame has more than ``pixels`` pixels."""
+        n = int(width) * int(height)
+        if n > self.pixels:
+            raise LimitError(
+                f"{source}: a frame of {width}x{height} = {n:,} pixels",
+                "max_pixels",
+                self.pixels,
+            )
+
+    def check_output(self, source: str, t: int, height: int, width: int) -> None:
+        """LimitError when ``t`` frames, or their (t, height, width, 3) array, are too many."""
+        if t > self.frames:
+            raise LimitError(
+                f"{source}: {t} frames to decode",
+                "max_frames",
+                self.frames,
+            )
+        n = t * int(height) * int(width) * 3
+        if n > self.bytes:
+            raise LimitError(
+                f"{source}: {t} frames of {width}x{height} to decode, {n:,} bytes "
+                f"({n / 2**30:.2f} GiB)",
+                "max_bytes",
+                self.bytes,
+            )
+
+    def bomb(self, source: str, exc: Exception) -> MediaError:
+        """The error for Pillow's DecompressionBombError ``exc`` (the header is too large for
+        Pillow itself, so its size was never read)."""
+        m = re.search(r"\((\d+) pixels\)", str(exc))
+        n = int(m.group(1)) if m else None
+        pil_limit = 2 * (Image.MAX_IMAGE_PIXELS or 0)
+        if n is not None and n > self.pixels:
+            return LimitError(f"{source}: an image of {n:,} pixels", "max_pixels", self.pixels)
+        if n is None and self.pixels <= pil_limit:
+            return LimitError(
+                f"{source}: an image of more than {pil_limit:,} pixels",
+                "max_pixels",
+                self.pixels,
+            )
+        return MediaError(
+            f"{source}: Pillow refuses images of more than {pil_limit:,} pixels ({exc}); "
+            "raise PIL.Image.MAX_IMAGE_PIXELS as well as max_pixels to read it"
+        )
+
+
+def _make_limits(max_pixels: Any, max_frames: Any, max_bytes: Any) -> _Limits:
+    values = []
+    for name, value in (
+        ("max_pixels", max_pixels),
+        ("max_frames", max_frames),
+        ("max_bytes", max_bytes),
+    ):
+        value = _check_int(name, value)
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
+        values.append(value)
+    return _Limits(*values)
 
 
 @dataclass(frozen=True)
@@ -245,6 +385,9 @@ def load_frames(
     start: float | None = None,
     end: float | None = None,
     progress: bool = False,
+    max_pixels: int = MAX_PIXELS,
+    max_frames: int = MAX_FRAMES,
+    max_bytes: int = MAX_BYTES,
 ) -> Frames:
     """Decode ``num_frames`` uniformly sampled RGB frames of a video, or the single frame of an
     image.
@@ -265,8 +408,14 @@ def load_frames(
     count are not looked for.
 
     Image (``.png .jpg .jpeg .bmp .webp``, or any file PyAV cannot read but Pillow can): one
-    frame (``T == 1``, EXIF orientation applied, converted to RGB); ``num_frames`` and
-    ``sampling`` are checked but otherwise unused, ``start``/``end`` are ignored with a note.
+    frame (``T == 1``, EXIF orientation applied, converted to 8-bit RGB by the rules in the
+    module docstring); ``num_frames`` and ``sampling`` are checked but otherwise unused,
+    ``start``/``end`` are ignored with a note.
+
+    Limits (see "Input limits" in the module docstring): the frame size is checked on the
+    image header or the stream's dimensions before decoding, the number of frames and the
+    output size before the output array is allocated; either too large raises
+    :class:`LimitError`.
 
     Args:
         path: video or image file.
@@ -276,6 +425,10 @@ def load_frames(
         start: start of the range in seconds (>= 0), inclusive; ``None``: the first frame.
         end: end of the range in seconds (> start), exclusive; ``None``: the end of the video.
         progress: show a tqdm bar over the sampled frames on stderr.
+        max_pixels: the most pixels ``H * W`` of one frame (default :data:`MAX_PIXELS`).
+        max_frames: the most frames ``T`` decoded (default :data:`MAX_FRAMES`).
+        max_bytes: the largest output array, ``T * H * W * 3`` bytes (default
+            :data:`MAX_BYTES`).
 
     Returns:
         :class:`Frames` with ``array`` of shape (T, H, W, 3) uint8.
@@ -284,10 +437,13 @@ def load_frames(
         FileNotFoundError: ``path`` does not exist.
         IsADirectoryError: ``path`` is a directory.
         MediaError: not a video or image PyAV/Pillow can read, no video stream, corrupt or
-            truncated data with no decodable frame in the range.
-        ValueError: ``num_frames < 1``, unknown ``sampling``, negative or non-finite times,
-            ``start >= end``, ``start`` at or beyond the end of the video, or a range holding
-            no frame.
+            truncated data with no decodable frame in the range, an image mode with no 8-bit
+            reading.
+        LimitError: a frame, the frame count or the output over ``max_pixels``,
+            ``max_frames`` or ``max_bytes``; nothing large has been allocated.
+        ValueError: ``num_frames < 1``, a limit < 1, unknown ``sampling``, negative or
+            non-finite times, ``start >= end``, ``start`` at or beyond the end of the video, or
+            a range holding no frame.
         TypeError: arguments of the wrong type.
     """
     num_frames = _check_int("num_frames", num_frames)
@@ -298,6 +454,7 @@ def load_frames(
     end = _check_time("end", end)
     if start is not None and end is not None and start >= end:
         raise ValueError(f"start ({start}) must be smaller than end ({end})")
+    limits = _make_limits(max_pixels, max_frames, max_bytes)
 
     p = Path(os.fspath(path))
     if not p.exists():
@@ -308,15 +465,19 @@ def load_frames(
     window = (start, end)
 
     if p.suffix.lower() in IMAGE_SUFFIXES:
-        frames = _read_image(p, window)
+        frames = _read_image(p, window, limits)
         if frames is not None:
             return frames
+    else:
+        # FFmpeg's probing decodes the first picture of an image (or a GIF's full logical
+        # screen): refuse an oversized one Pillow recognises from its header first
+        _check_image_header(p, limits)
     try:
         container = av.open(source)
     except (av.error.PermissionError, av.error.IsADirectoryError):
         raise
     except av.error.FFmpegError as exc:
-        frames = _read_image(p, window)
+        frames = _read_image(p, window, limits)
         if frames is not None:
             return frames
         raise MediaError(f"{p} is not a video or image file PyAV/Pillow can read ({exc})") from exc
@@ -328,26 +489,62 @@ def load_frames(
         fmt = container.format.name or ""
         image_demuxer = fmt == "image2" or fmt.endswith("_pipe")
         if image_demuxer:
-            frames = _read_image(p, window)
+            frames = _read_image(p, window, limits)
             if frames is not None:
                 return frames
-        reader = _VideoReader(container, source, num_frames, sampling, start, end, progress)
+        codec = container.streams.video[0].codec_context
+        if codec.width and codec.height:  # 0 when the header does not say
+            limits.check_frame(source, codec.width, codec.height)
+        reader = _VideoReader(container, source, num_frames, sampling, start, end, progress, limits)
         reader.image_demuxer = image_demuxer
         return reader.read()
 
 
-def _read_image(p: Path, window: tuple[float | None, float | None]) -> Frames | None:
-    """Read ``p`` with Pillow as a (1, H, W, 3) frame; ``None`` if Pillow cannot identify it."""
+def _open_image(p: Path) -> Image.Image:
+    """``Image.open`` (reads the header only) without Pillow's DecompressionBombWarning:
+    ``max_pixels`` is checked instead."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        return Image.open(p)
+
+
+def _check_image_header(p: Path, limits: _Limits) -> None:
+    """LimitError when Pillow recognises ``p`` and its header claims too many pixels; reads
+    the header only. Files Pillow does not recognise or cannot parse pass."""
     try:
-        with Image.open(p) as im:
+        with _open_image(p) as im:
+            limits.check_frame(str(p), im.width, im.height)
+    except Image.DecompressionBombError as exc:
+        raise limits.bomb(str(p), exc) from None
+    except MediaError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        return
+
+
+def _read_image(
+    p: Path, window: tuple[float | None, float | None], limits: _Limits
+) -> Frames | None:
+    """Read ``p`` with Pillow as a (1, H, W, 3) frame; ``None`` if Pillow cannot identify it.
+
+    The size is checked on the header (``Image.open`` reads nothing more) before decoding."""
+    source = str(p)
+    try:
+        with _open_image(p) as im:
+            limits.check_frame(source, im.width, im.height)
+            limits.check_output(source, 1, im.height, im.width)
             n = getattr(im, "n_frames", 1)
             im.load()
-            rgb = ImageOps.exif_transpose(im).convert("RGB")
+            array = _rgb8(ImageOps.exif_transpose(im), source)
+    except Image.DecompressionBombError as exc:
+        raise limits.bomb(source, exc) from None
     except UnidentifiedImageError:
         return None
+    except MediaError:
+        raise
     except (OSError, SyntaxError, ValueError) as exc:
         raise MediaError(f"{p} is a corrupt or truncated image ({exc})") from exc
-    array = np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8)[None])
+    array = np.ascontiguousarray(array[None])
     notes = []
     if n > 1:
         notes.append(f"animated image with {n} frames: using its first frame")
@@ -355,7 +552,48 @@ def _read_image(p: Path, window: tuple[float | None, float | None]) -> Frames | 
         notes.append("start/end are ignored for an image")
     for note in notes:
         logger.info("%s: %s", p, note)
-    return Frames(array, (0,), (0.0,), None, 1, str(p), tuple(notes))
+    return Frames(array, (0,), (0.0,), None, 1, source, tuple(notes))
+
+
+def _gray(g: np.ndarray) -> np.ndarray:
+    """(H, W) uint8 grey -> (H, W, 3)."""
+    return np.repeat(g[..., None], 3, axis=2)
+
+
+def _rgb8(im: Image.Image, source: str) -> np.ndarray:
+    """A loaded Pillow image as (H, W, 3) uint8 RGB, by the mode rules of the module
+    docstring."""
+    mode = im.mode
+    if mode == "RGB":
+        return np.asarray(im, dtype=np.uint8)
+    if mode.startswith("I;16") or mode == "I":
+        v = np.asarray(im)
+        if mode == "I" and v.size:
+            lo, hi = int(v.min()), int(v.max())
+            if lo < 0 or hi > 65535:
+                raise MediaError(
+                    f"{source}: 32-bit integer image with values in [{lo}, {hi}]: only 16-bit "
+                    "data, values in [0, 65535], has an 8-bit reading (round(v / 257)); "
+                    "convert the image to 8 or 16 bits first"
+                )
+        # round(v / 257) in integers: 0 -> 0, 257 * k -> k, 65535 -> 255
+        return _gray(((v.astype(np.uint32) + 128) // 257).astype(np.uint8))
+    if mode == "F":
+        v = np.asarray(im, dtype=np.float32)
+        hi = float(np.fmax.reduce(v, axis=None, initial=-np.inf))  # ignores NaN
+        scaled = v * np.float32(255.0) if hi <= 1.0 else np.array(v)  # a writable copy
+        np.clip(scaled, 0.0, 255.0, out=scaled)
+        np.nan_to_num(scaled, copy=False, nan=0.0)
+        np.rint(scaled, out=scaled)
+        return _gray(scaled.astype(np.uint8))
+    if mode == "La":  # premultiplied: Pillow un-premultiplies to LA, not straight to RGB
+        im = im.convert("LA")
+    try:
+        return np.asarray(im.convert("RGB"), dtype=np.uint8)
+    except ValueError as exc:
+        raise MediaError(
+            f"{source}: image mode {mode!r} cannot be converted to RGB ({exc})"
+        ) from exc
 
 
 class _StreamEnd(Exception):
@@ -555,6 +793,7 @@ class _VideoReader:
         start: float | None,
         end: float | None,
         progress: bool,
+        limits: _Limits,
     ) -> None:
         self.container = container
         self.source = source
@@ -563,6 +802,7 @@ class _VideoReader:
         self.start = start
         self.end = end
         self.progress = progress
+        self.limits = limits
         self.stream = container.streams.video[0]
         self.stream.thread_type = "AUTO"
         self.fps = _frame_rate(self.stream)
@@ -672,7 +912,10 @@ class _VideoReader:
         if claimed <= 0:
             raise MediaError(f"{self.source}: the video has no frames")
         height, width = head.frame.height, head.frame.width
+        self.limits.check_frame(self.source, width, height)
         first, stop = self._range(claimed)
+        # the most frames any (re-)sampling below keeps: check before allocating them
+        self.limits.check_output(self.source, min(self.num_frames, stop - first), height, width)
         total = claimed
         out: np.ndarray | None = None
         kept: dict[int, tuple[int, float]] = {}  # stream index -> (slot in out, timestamp)
