@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -174,3 +175,64 @@ def test_no_pyplot_state(tmp_path, merged):
         solid_frames(), merged, GRID, tmp_path / "p.png", title="T", captions=["a", "b", "c"]
     )
     assert ("matplotlib.pyplot" in sys.modules) == had_pyplot
+
+
+def assert_cells_painted(img, lay, merged, frame_rgb):
+    colors = viz.token_colors(merged.num_tokens)
+    src = merged.sources.reshape(3, *GRID).numpy()
+    for t in range(3):
+        for h in range(GRID[0]):
+            for w in range(GRID[1]):
+                got = np.median(interior(img, lay.cell_box(t, h, w, GRID)), axis=0)
+                want = blend(frame_rgb[t], colors[src[t, h, w]], viz.OVERLAY_ALPHA)
+                np.testing.assert_allclose(got, want, atol=2.5, err_msg=f"cell {t, h, w}")
+
+
+@pytest.mark.parametrize(("hw", "panel_hw"), [((8000, 20), (1000, 250)), ((20, 8000), (63, 250))])
+def test_odd_aspect_frames_are_squeezed_into_bounded_panels(tmp_path, merged, hw, panel_hw):
+    frames = solid_frames(hw=hw)
+    tracemalloc.start()
+    try:
+        path = viz.merge_sheet(frames, merged, GRID, tmp_path / "odd.png")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    # a 400:1 frame used to make a 250 x 100000 panel: several GB of float64 arrays
+    assert peak < 64 * 2**20
+    lay = viz.sheet_layout(3, hw)
+    assert (lay.panel_h, lay.panel_w) == panel_hw  # 4:1 at most, either way
+    img = read_png(path)
+    assert img.shape[:2] == (lay.height, lay.width)
+    assert_cells_painted(img, lay, merged, FRAME_RGB)
+
+
+def test_many_frames_shrink_the_panels_within_the_sheet_bounds():
+    assert viz.sheet_layout(16, (720, 1280)).panel_w == viz.PANEL_W  # usual sizes unchanged
+    for n, hw in [(1024, (720, 1280)), (1024, (8000, 20)), (5000, (720, 1280))]:
+        lay = viz.sheet_layout(n, hw)
+        assert lay.width * lay.height <= viz.MAX_SHEET_PIXELS
+        assert max(lay.width, lay.height) <= viz.MAX_SHEET_SIDE
+        assert viz.MIN_PANEL_W <= lay.panel_w < viz.PANEL_W and lay.rows * lay.cols >= n
+    wide = viz.sheet_layout(300, (720, 1280), max_cols=300)  # one row of 300 panels
+    assert wide.width <= viz.MAX_SHEET_SIDE < 300 * (viz.PANEL_W + viz.PAD)
+    assert wide.panel_h == round(wide.panel_w * 720 / 1280)
+    with pytest.raises(ValueError, match="100000 frames of 1280x720 in 8 columns do not fit"):
+        viz.sheet_layout(100_000, (720, 1280))
+    with pytest.raises(ValueError, match="frame_hw"):
+        viz.sheet_layout(1, (0, 5))
+
+
+def test_sheet_over_the_pixel_bound_is_drawn_smaller(tmp_path, merged, monkeypatch):
+    monkeypatch.setattr(viz, "MAX_SHEET_PIXELS", 100_000)
+    lay = viz.sheet_layout(3, FRAME_HW)
+    assert lay.panel_w < viz.PANEL_W and lay.width * lay.height <= 100_000
+    img = read_png(viz.merge_sheet(solid_frames(), merged, GRID, tmp_path / "small.png"))
+    assert img.shape[:2] == (lay.height, lay.width)
+    assert_cells_painted(img, lay, merged, FRAME_RGB)
+
+
+def test_large_frames_are_subsampled_before_resizing(tmp_path, merged):
+    frames = solid_frames(hw=(2000, 2400))  # more than 8 frame pixels per panel pixel
+    path = viz.merge_sheet(frames, merged, GRID, tmp_path / "large.png")
+    lay = viz.sheet_layout(3, (2000, 2400))
+    assert_cells_painted(read_png(path), lay, merged, FRAME_RGB)

@@ -13,10 +13,18 @@ The picture is composited pixel by pixel in numpy and placed unscaled on a
 matplotlib state is touched); matplotlib only adds the text and writes the PNG.
 
 Sheet geometry, in pixels (dpi 100): ``cols = min(T, max_cols)``, ``rows = ceil(T / cols)``,
-panels are ``PANEL_W = 250`` wide and ``round(250 * H / W)`` high (the frame's aspect ratio),
-separated by ``PAD`` pixels, each with a ``CAPTION_H`` band below it, under a ``TITLE_H`` band:
-width ``max(MIN_WIDTH, cols * (PANEL_W + PAD) + PAD)``, height
+panels are ``panel_w = PANEL_W = 250`` wide and ``round(panel_w * H / W)`` high (the frame's
+aspect ratio), separated by ``PAD`` pixels, each with a ``CAPTION_H`` band below it, under a
+``TITLE_H`` band: width ``max(MIN_WIDTH, cols * (panel_w + PAD) + PAD)``, height
 ``TITLE_H + rows * (panel_h + CAPTION_H) + PAD``. :func:`sheet_layout` computes it.
+
+The sheet's size is bounded whatever the frames: a panel's height is clamped to
+``[panel_w / MAX_ASPECT, panel_w * MAX_ASPECT]`` (a very tall or very wide frame is squeezed
+to a 4:1 panel), and when the sheet would exceed ``MAX_SHEET_PIXELS`` pixels or
+``MAX_SHEET_SIDE`` pixels on a side (many frames, or many columns) every panel is shrunk
+alike, down to ``MIN_PANEL_W`` pixels wide; more frames than fit even then are refused with a
+ValueError before anything is drawn. Frames much larger than their panel are subsampled
+before resizing, so no full-size copy of a frame is made.
 """
 
 from __future__ import annotations
@@ -56,6 +64,14 @@ CAPTION_H = 22
 TITLE_H = 62
 #: Smallest sheet width in pixels, so that the title fits next to one or two frames.
 MIN_WIDTH = 480
+#: Largest panel height / width (and width / height): odder frames are squeezed to it.
+MAX_ASPECT = 4
+#: Largest sheet in pixels (width * height): 32 Mi pixels, a 128 MiB RGBA canvas.
+MAX_SHEET_PIXELS = 32 * 1024 * 1024
+#: Largest sheet width or height in pixels (Agg's own limit is 2**16).
+MAX_SHEET_SIDE = 32_000
+#: Narrowest panel when panels are shrunk to fit the sheet bounds.
+MIN_PANEL_W = 32
 #: Opacity of an output token's colour painted over its cells.
 OVERLAY_ALPHA = 0.45
 #: Colour and opacity of dropped cells (``sources == -1``), and of their hatching lines.
@@ -123,18 +139,40 @@ class SheetLayout:
 
 
 def sheet_layout(num_frames: int, frame_hw: tuple[int, int], max_cols: int = 8) -> SheetLayout:
-    """Geometry of the sheet for ``num_frames`` frames of ``frame_hw = (H, W)`` pixels."""
+    """Geometry of the sheet for ``num_frames`` frames of ``frame_hw = (H, W)`` pixels.
+
+    Panels are ``PANEL_W`` wide, or narrower (down to ``MIN_PANEL_W``) when that is needed to
+    keep the sheet within ``MAX_SHEET_PIXELS`` pixels and ``MAX_SHEET_SIDE`` pixels a side;
+    their height follows the frame's aspect ratio clamped to ``[1 / MAX_ASPECT, MAX_ASPECT]``.
+
+    Raises:
+        ValueError: bad arguments, or more frames than fit within the bounds even with the
+            narrowest panels.
+    """
+    if isinstance(num_frames, bool) or not isinstance(num_frames, (int, np.integer)):
+        raise ValueError(f"num_frames must be a positive integer, got {num_frames!r}")
     if num_frames < 1:
         raise ValueError(f"num_frames must be >= 1, got {num_frames}")
     if isinstance(max_cols, bool) or not isinstance(max_cols, (int, np.integer)) or max_cols < 1:
         raise ValueError(f"max_cols must be a positive integer, got {max_cols!r}")
-    h, w = frame_hw
-    cols = min(num_frames, int(max_cols))
+    h, w = (int(v) for v in frame_hw)
+    if h < 1 or w < 1:
+        raise ValueError(f"frame_hw must be two positive sizes, got {frame_hw!r}")
+    cols = min(int(num_frames), int(max_cols))
     rows = math.ceil(num_frames / cols)
-    panel_h = max(1, round(PANEL_W * h / w))
-    width = max(MIN_WIDTH, cols * (PANEL_W + PAD) + PAD)
-    height = TITLE_H + rows * (panel_h + CAPTION_H) + PAD
-    return SheetLayout(cols, rows, PANEL_W, panel_h, width, height)
+    for panel_w in range(PANEL_W, MIN_PANEL_W - 1, -1):
+        lo, hi = math.ceil(panel_w / MAX_ASPECT), panel_w * MAX_ASPECT
+        panel_h = min(max(round(panel_w * h / w), lo), hi)
+        width = max(MIN_WIDTH, cols * (panel_w + PAD) + PAD)
+        height = TITLE_H + rows * (panel_h + CAPTION_H) + PAD
+        if width * height <= MAX_SHEET_PIXELS and max(width, height) <= MAX_SHEET_SIDE:
+            return SheetLayout(cols, rows, panel_w, panel_h, width, height)
+    raise ValueError(
+        f"{num_frames} frames of {w}x{h} in {cols} columns do not fit on one sheet: even with "
+        f"{MIN_PANEL_W}-pixel panels it would be {width}x{height} pixels, over "
+        f"MAX_SHEET_PIXELS={MAX_SHEET_PIXELS:,} or MAX_SHEET_SIDE={MAX_SHEET_SIDE:,} pixels a "
+        "side; draw fewer frames (or change max_cols)"
+    )
 
 
 def _cell_edges(size: int, cells: int) -> np.ndarray:
@@ -178,6 +216,11 @@ def _paint_panel(
     """One frame resized to ``panel_wh`` with its token overlay: (ph, pw, 3) uint8."""
     pw, ph = panel_wh
     gh, gw = src.shape
+    # a frame far larger than its panel: keep every k-th pixel first (at least 4 per panel
+    # pixel remain, for the antialiased resize), so no full-size copy of it is made
+    sy, sx = max(1, frame.shape[0] // (4 * ph)), max(1, frame.shape[1] // (4 * pw))
+    if sy > 1 or sx > 1:
+        frame = np.ascontiguousarray(frame[::sy, ::sx])
     img = Image.fromarray(frame).resize((pw, ph), Image.Resampling.BILINEAR, reducing_gap=2.0)
     out = np.asarray(img, dtype=np.float64) / 255.0
 
@@ -241,11 +284,16 @@ def merge_sheet(
             and retention (and tau when the result has one) is always shown.
         captions: one caption per frame; default ``"frame i"``.
 
+    The sheet's size is bounded (see the module docstring): odd aspect ratios are squeezed
+    to at most 4:1 and panels shrink when there are many frames, so its memory stays within
+    about ``MAX_SHEET_PIXELS`` (32 Mi) pixels whatever the frames.
+
     Returns:
         ``path`` as a :class:`pathlib.Path`.
 
     Raises:
-        TypeError / ValueError: inconsistent shapes or bad arguments.
+        TypeError / ValueError: inconsistent shapes or bad arguments, or more frames than fit
+            on one sheet (:func:`sheet_layout`); raised before anything is drawn.
     """
     frames, sources, positions = _check_inputs(frames, result, grid)
     t, fh, fw, _ = frames.shape
