@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from cli_helpers import assert_one_error, run
+from media_helpers import forged_png, gif_with_screen
 from PIL import Image
 
 import vistoken as vt
@@ -148,6 +149,57 @@ def test_errors_are_one_line_without_traceback(
     assert a_file.read_text() == "x"
 
 
+OVER_LIMITS = [
+    ("bomb.png", forged_png(20000, 20000), [], "an image of 400,000,000 pixels, more than "),
+    ("big.png", forged_png(10000, 10000), [], "a frame of 10000x10000 = 100,000,000 pixels"),
+    ("screen.gif", gif_with_screen(9000, 9000), [], "a frame of 9000x9000 = 81,000,000 "),
+    ("pixels", None, ["--max-pixels", "1000"], "the limit --max-pixels=1,000; raise it with "),
+    ("frames", None, ["--frames", "40", "--max-frames", "39"], "40 frames to decode, more "),
+    ("bytes", None, ["--frames", "2", "--max-bytes", "1M"], "the limit --max-bytes=1,048,576"),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "flags", "needle"), OVER_LIMITS, ids=[c[0] for c in OVER_LIMITS]
+)
+def test_inputs_over_the_limits_are_one_line_errors(tmp_path, capsys, name, data, flags, needle):
+    if data is None:
+        path = CLIP
+    else:
+        path = tmp_path / name
+        path.write_bytes(data)
+    out = tmp_path / "out"
+    code, stdout, err = run(capsys, "compress", path, *flags, "--out", out)
+    assert code == 1 and stdout == ""
+    line = assert_one_error(err)
+    assert needle in line
+    assert line.endswith(" N") or line.endswith(" SIZE")  # how to raise the limit
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("flags", "needle"),
+    [
+        (["--max-bytes", "12X"], "argument --max-bytes: must be a size in bytes"),
+        (["--max-bytes", "0"], "argument --max-bytes"),
+        (["--max-pixels", "0"], "argument --max-pixels"),
+        (["--max-frames", "many"], "argument --max-frames"),
+    ],
+)
+def test_bad_limit_values_are_usage_errors(tmp_path, capsys, flags, needle):
+    code, _, err = run(capsys, "compress", CLIP, *flags, "--out", tmp_path / "out")
+    assert code == 2 and needle in assert_one_error(err)
+
+
+def test_byte_sizes():
+    from vistoken.cli import _byte_size, _size_text
+
+    assert _byte_size("1000000") == 1_000_000
+    assert _byte_size("512M") == _byte_size("512mib") == 512 * 2**20
+    assert _byte_size("1.5G") == 3 * 2**29 and _byte_size("2 GB") == 2**31
+    assert _size_text(2**31) == "2G" and _size_text(1000) == "1000"
+
+
 def test_bad_option_value_is_a_runtime_error(tmp_path, capsys):
     out = tmp_path / "out"
     code, _, err = run(
@@ -185,6 +237,9 @@ def test_debug_shows_the_exception(tmp_path):
                 "--debug",
                 "summary.json",
                 "nothing else there is touched",
+                "--max-pixels",
+                "--max-frames",
+                "--max-bytes",
             ],
         ),
         (

@@ -149,6 +149,8 @@ def test_fidelity_progress_bar_on_a_terminal_and_quiet(tmp_path, capsys, monkeyp
         (["--video", "{text}"], 1, "not a video or image"),
         (["--out", "{file}"], 1, "not a folder"),
         (["--bogus"], 2, "unrecognized arguments"),
+        (["--frames", "40", "--max-frames", "39"], 1, "raise it with --max-frames N"),
+        (["--max-bytes", "12X"], 2, "argument --max-bytes"),
     ],
 )
 def test_fidelity_errors_are_one_line(argv, code, needle, tmp_path, capsys, model_method):
@@ -205,6 +207,9 @@ def test_fidelity_debug_shows_the_exception(tmp_path):
                 "0.5,0.35,0.25,0.1,0.05",
                 "fidelity.csv",
                 "nothing else there is touched",
+                "--max-pixels",
+                "--max-frames",
+                "--max-bytes",
             ],
         ),
     ],

@@ -10,9 +10,10 @@ Commands::
 
 Exit status: 0 on success, 2 for a usage error (bad flag or value, unknown method or option,
 detected before any work is done), 1 for a runtime input error (missing, unreadable or corrupt
-input file, output folder that is a file, an option value the method rejects), 130 when
-interrupted. Errors are reported as one ``vistoken: error: ...`` line on stderr; ``--debug``
-shows the traceback instead.
+input file, an input over the limits --max-pixels / --max-frames / --max-bytes, output folder
+that is a file, an option value the method rejects), 130 when interrupted. Errors are
+reported as one ``vistoken: error: ...`` line on stderr; ``--debug`` shows the traceback
+instead.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import argparse
 import json
 import logging
 import math
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -109,6 +111,29 @@ def _positive_int(text: str) -> int:
     return v
 
 
+_SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+
+
+def _byte_size(text: str) -> int:
+    """--max-bytes: a positive number of bytes, optionally with a K/M/G/T suffix (powers of
+    1024; ``KB``/``KiB`` spellings too), e.g. 512M, 1.5G, 1000000."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d*)?)\s*([kmgt]?)(?:i?b)?\s*", text, re.IGNORECASE)
+    value = int(float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()]) if m else 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(
+            f"must be a size in bytes >= 1 such as 4G, 512M or 1000000, got {text!r}"
+        )
+    return value
+
+
+def _size_text(n: int) -> str:
+    """``n`` bytes as the shortest exact K/M/G/T spelling, e.g. 2G."""
+    for unit in "TGMK":
+        if n % _SIZE_UNITS[unit.lower()] == 0:
+            return f"{n // _SIZE_UNITS[unit.lower()]}{unit}"
+    return str(n)
+
+
 def _comma_parts(text: str, what: str) -> list[str]:
     """The stripped comma-separated parts of ``text``; none may be empty."""
     parts = [t.strip() for t in text.split(",")]
@@ -161,6 +186,48 @@ def _option(text: str) -> tuple[str, Any]:
 
 # --------------------------------------------------------------------------------------------
 # parser
+
+
+def _add_limit_options(p: argparse.ArgumentParser) -> None:
+    """--max-pixels, --max-frames, --max-bytes: load_frames' input limits."""
+    from .video import MAX_BYTES, MAX_FRAMES, MAX_PIXELS
+
+    g = p.add_argument_group(
+        "input limits",
+        "an input over a limit is refused before it is decoded (one error line, exit 1)",
+    )
+    g.add_argument(
+        "--max-pixels",
+        type=_positive_int,
+        default=MAX_PIXELS,
+        metavar="N",
+        help=f"most pixels (height x width) of one frame or image (default: {MAX_PIXELS}, "
+        "8192x8192)",
+    )
+    g.add_argument(
+        "--max-frames",
+        type=_positive_int,
+        default=MAX_FRAMES,
+        metavar="N",
+        help=f"most frames decoded (default: {MAX_FRAMES})",
+    )
+    g.add_argument(
+        "--max-bytes",
+        type=_byte_size,
+        default=MAX_BYTES,
+        metavar="SIZE",
+        help=f"largest decoded frames array, frames x height x width x 3 bytes; K/M/G/T "
+        f"suffixes are powers of 1024 (default: {_size_text(MAX_BYTES)})",
+    )
+
+
+def _limits(args: argparse.Namespace) -> dict[str, int]:
+    """load_frames' limit keyword arguments from the command line."""
+    return {
+        "max_pixels": args.max_pixels,
+        "max_frames": args.max_frames,
+        "max_bytes": args.max_bytes,
+    }
 
 
 def _add_run_options(p: argparse.ArgumentParser, default_out: str) -> None:
@@ -229,6 +296,7 @@ def _add_run_options(p: argparse.ArgumentParser, default_out: str) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     p.add_argument("--debug", action="store_true", help="debug logging; show tracebacks on errors")
+    _add_limit_options(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -330,6 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     f.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     f.add_argument("--debug", action="store_true", help="debug logging; show tracebacks on errors")
+    _add_limit_options(f)
     return parser
 
 
@@ -544,7 +613,7 @@ def _run(args: argparse.Namespace, input_path: Path, default_out: str) -> int:
 
     from .encoders import default_encoder
     from .video import load_frames
-    from .viz import merge_sheet
+    from .viz import merge_sheet, sheet_layout
 
     if args.seed is not None:
         torch.manual_seed(args.seed)
@@ -559,9 +628,14 @@ def _run(args: argparse.Namespace, input_path: Path, default_out: str) -> int:
         start=args.start,
         end=args.end,
         progress=progress,
+        **_limits(args),
     )
     seconds["decode"] = time.perf_counter() - t0
     logger.info("decoded %d frames of %s", frames.num_frames, input_path)
+    try:  # the sheet's bounds, before the expensive steps
+        sheet_layout(frames.num_frames, frames.array.shape[1:3])
+    except ValueError as exc:
+        raise ValueError(f"cannot draw {SHEET_NAME}: {exc}") from None
 
     t0 = time.perf_counter()
     encoder = default_encoder(device)
@@ -676,7 +750,7 @@ def _cmd_bench_fidelity(args: argparse.Namespace) -> int:
 
     progress = not args.quiet and sys.stderr.isatty()
     t0 = time.perf_counter()
-    frames = load_frames(input_path, args.frames, progress=progress)
+    frames = load_frames(input_path, args.frames, progress=progress, **_limits(args))
     encoder = default_encoder(device)
     feats = encoder(frames.array, progress=progress)
     grid = tuple(encoder.grid)
@@ -910,7 +984,18 @@ def _error(message: str) -> None:
     print(f"{PROG}: error: {text}", file=sys.stderr)
 
 
+_LIMIT_REMEDIES = {
+    "max_pixels": "raise it with --max-pixels N",
+    "max_frames": "use fewer --frames or raise it with --max-frames N",
+    "max_bytes": "use fewer --frames or raise it with --max-bytes SIZE",
+}
+
+
 def _message(exc: BaseException) -> str:
+    from .video import LimitError
+
+    if isinstance(exc, LimitError) and exc.option in _LIMIT_REMEDIES:
+        return exc.message(_LIMIT_REMEDIES[exc.option], "--" + exc.option.replace("_", "-"))
     if isinstance(exc, OSError) and exc.strerror and exc.filename is not None:
         return f"{exc.filename}: {exc.strerror}"
     text = str(exc)

@@ -139,9 +139,10 @@ class LimitError(MediaError):
         self.limit = limit
         super().__init__(self.message(f"raise it with load_frames(..., {option}=N)"))
 
-    def message(self, remedy: str) -> str:
-        """The error text with ``remedy`` (how to raise the limit) at its end."""
-        return f"{self.reason}, more than the limit {self.option}={self.limit:,}; {remedy}"
+    def message(self, remedy: str, name: str | None = None) -> str:
+        """The error text, calling the limit ``name`` (default: :attr:`option`) and ending
+        with ``remedy`` (how to raise it)."""
+        return f"{self.reason}, more than the limit {name or self.option}={self.limit:,}; {remedy}"
 
 
 @dataclass(frozen=True)
