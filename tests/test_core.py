@@ -135,9 +135,17 @@ def test_unknown_option_lists_accepted():
         vt.compress(tokens((2, 4, 3)), "scc", retention=0.5, taus=0.3)
 
 
-@pytest.mark.parametrize("grid", [(3, 3), (2, 2, 1), "ab", (0, 4), (2.5, 2)])
+@pytest.mark.parametrize("grid", [(3, 3), (2, 2, 1), (0, 4), (-2, -2)])
 def test_bad_grid(grid):
     with pytest.raises(ValueError, match="grid"):
+        vt.compress(tokens((2, 4, 3)), "scc", retention=0.5, grid=grid)
+
+
+@pytest.mark.parametrize(
+    "grid", ["ab", "22", (2.5, 2), (2.0, 2), (float("inf"), 2), (True, 4), 4, {2: 2}]
+)
+def test_grid_of_the_wrong_type(grid):
+    with pytest.raises(TypeError, match=r"grid must be a pair \(H, W\) of positive integers"):
         vt.compress(tokens((2, 4, 3)), "scc", retention=0.5, grid=grid)
 
 

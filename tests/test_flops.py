@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
+import torch
 from cli_helpers import run
 from transformers import LlavaOnevisionConfig, Qwen2Config
 
@@ -143,7 +145,6 @@ def test_vision_tower_adds_a_retention_independent_cost():
         ({"retention": 0.0}, r"retention must be in \(0, 1\]"),
         ({"retention": 1.5}, r"retention must be in \(0, 1\]"),
         ({"retention": float("nan")}, r"retention must be in \(0, 1\]"),
-        ({"retention": "0.1"}, "retention must be a number"),
         ({"formula": "flash"}, "unknown formula 'flash'; known formulas: fastv, exact"),
         ({"method": "nope"}, "unknown method 'nope'"),
         ({"method": "scc", "layer": 2}, "give it with method='fastv'"),
@@ -157,6 +158,17 @@ def test_bad_input_raises_value_error(kwargs, match):
     args = {"model": OV7B, "visual_tokens": VISUAL, "text_tokens": TEXT, **kwargs}
     with pytest.raises(ValueError, match=match):
         prefill_flops(**args)
+
+
+def test_retention_follows_the_library_scalar_rule():
+    # the same rule as vt.compress: a string or a bool is a TypeError, and a float32 0.1
+    # (NumPy or tensor) is the decimal 0.1, not 0.10000000149
+    for bad in ("0.1", True):
+        with pytest.raises(TypeError, match="retention must be a real number"):
+            prefill_flops(OV7B, VISUAL, TEXT, bad)
+    want = prefill_flops(OV7B, 6270, TEXT, 0.1)
+    for r in (np.float32(0.1), torch.tensor(0.1), np.float64(0.1)):
+        assert prefill_flops(OV7B, 6270, TEXT, r) == want
 
 
 # --------------------------------------------------------------------------------------------

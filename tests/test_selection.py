@@ -73,20 +73,33 @@ def test_single_frame_and_small_budgets(method, r):
     "method, option, value",
     [
         ("random", "seed", -1),
-        ("random", "seed", 1.5),
-        ("random", "seed", True),
-        ("random", "seed", "0"),
+        ("random", "seed", 2**63),
         ("vidcom2", "temperature", 0),
         ("vidcom2", "temperature", -0.1),
         ("vidcom2", "temperature", float("inf")),
-        ("vidcom2", "temperature", "hot"),
         ("dycoke", "window", 0),
-        ("dycoke", "window", 2.0),
-        ("dycoke", "window", None),
+        ("dycoke", "window", 2**70),
     ],
 )
 def test_bad_options(method, option, value):
     with pytest.raises(ValueError, match=f"{method} option {option} must be"):
+        vt.compress(randn(2, 4, 3), method, retention=0.5, **{option: value})
+
+
+@pytest.mark.parametrize(
+    "method, option, value",
+    [
+        ("random", "seed", 1.5),
+        ("random", "seed", True),
+        ("random", "seed", "0"),
+        ("vidcom2", "temperature", "hot"),
+        ("vidcom2", "temperature", True),
+        ("dycoke", "window", 2.0),
+        ("dycoke", "window", None),
+    ],
+)
+def test_options_of_the_wrong_type(method, option, value):
+    with pytest.raises(TypeError, match=f"{method} option {option} must be"):
         vt.compress(randn(2, 4, 3), method, retention=0.5, **{option: value})
 
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import importlib
 import math
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field, fields
 from fractions import Fraction
-from types import MappingProxyType
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -27,22 +27,103 @@ __all__ = [
     "get_method",
     "budget_for",
     "grid_positions",
+    "as_real",
+    "as_int",
+    "check_real",
+    "check_int",
 ]
 
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
 
-@dataclass(frozen=True)
+class Info(Mapping[str, Any]):
+    """The read-only ``info`` mapping of a :class:`Compressed`.
+
+    Behaves like a dict that cannot be changed (item assignment raises TypeError); unlike
+    ``types.MappingProxyType`` it pickles, deep-copies and ``torch.save``s, and ``==``
+    compares tensor values exactly (see :meth:`Compressed.__eq__`).
+    """
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: Mapping[str, Any] | None = None) -> None:
+        object.__setattr__(self, "_data", dict(data or {}))
+
+    def __getitem__(self, key: str) -> Any:
+        return self._data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._data
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("Compressed.info is read-only")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Mapping):
+            return NotImplemented
+        return _same(self._data, other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Info, (self._data,))
+
+    def __repr__(self) -> str:
+        return repr(self._data)
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Exact equality that handles tensors: same type, dtype, shape, device and values."""
+    if isinstance(a, Tensor) or isinstance(b, Tensor):
+        return (
+            isinstance(a, Tensor)
+            and isinstance(b, Tensor)
+            and a.dtype == b.dtype
+            and a.shape == b.shape
+            and a.device == b.device
+            and a.layout == b.layout
+            and bool(torch.equal(a, b))
+        )
+    if isinstance(a, Mapping) or isinstance(b, Mapping):
+        return (
+            isinstance(a, Mapping)
+            and isinstance(b, Mapping)
+            and a.keys() == b.keys()
+            and all(_same(a[k], b[k]) for k in a)
+        )
+    if isinstance(a, (list, tuple)) or isinstance(b, (list, tuple)):
+        return (
+            type(a) is type(b)
+            and len(a) == len(b)
+            and all(_same(u, v) for u, v in zip(a, b, strict=True))
+        )
+    result = a == b
+    return result if isinstance(result, bool) else bool(np.all(result))
+
+
+@dataclass(frozen=True, eq=False)
 class Compressed:
     """The result of a compression.
 
     Attributes:
-        tokens: (M, D) output tokens, same dtype and device as the input.
+        tokens: (M, D) output tokens, same dtype and device as the input. Never attached to
+            the input's autograd graph (compression is inference-only).
         sources: (T*N,) int64. For input token i (frame-major, i = t*N + h*W + w) the index in
             [0, M) of the output token it was merged into or kept as, or -1 if it was dropped.
         positions: (M, 3) int64 (t, h, w) grid position each output token stands for (its
             anchor source token), for position ids and M-RoPE.
-        info: read-only dict of method details (achieved tau, per-stage counts, sizes, ...).
+        info: read-only mapping of method details (achieved tau, per-stage counts, sizes, ...).
+
+    A ``Compressed`` is immutable, pickles, deep-copies and ``torch.save``s (and loads with
+    ``torch.load(path, weights_only=True)``: importing vistoken allow-lists it). ``a == b``
+    is exact: every tensor of the same dtype, shape, device and values (``torch.equal``)
+    and the same info; results hold tensors, so they are not hashable.
     """
 
     tokens: Tensor
@@ -51,7 +132,7 @@ class Compressed:
     info: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "info", MappingProxyType(dict(self.info)))
+        object.__setattr__(self, "info", Info(self.info))
 
     @property
     def num_tokens(self) -> int:
@@ -63,6 +144,23 @@ class Compressed:
         """M / (T*N), the fraction of input tokens that remain."""
         return self.num_tokens / int(self.sources.numel())
 
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Compressed):
+            return NotImplemented
+        return type(self) is type(other) and all(
+            _same(getattr(self, f.name), getattr(other, f.name)) for f in fields(self)
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # rebuilt through the constructor, info as a plain dict: picklable, deep-copyable
+        # and loadable by torch.load(weights_only=True) with only this class allow-listed
+        args = tuple(
+            dict(self.info) if f.name == "info" else getattr(self, f.name) for f in fields(self)
+        )
+        return (type(self), args)
+
     def __repr__(self) -> str:
         d = self.tokens.shape[-1]
         return (
@@ -70,6 +168,10 @@ class Compressed:
             f"dim={d}, retention={self.retention:.4f}, dtype={self.tokens.dtype}, "
             f"method={self.info.get('method')!r})"
         )
+
+
+if hasattr(torch.serialization, "add_safe_globals"):  # torch >= 2.4
+    torch.serialization.add_safe_globals([Compressed, Info])
 
 
 # A method: fn(x, *, grid, budget, **options) -> Compressed
@@ -144,29 +246,125 @@ def get_method(name: str) -> MethodSpec:
     return _REGISTRY[name]
 
 
+# --------------------------------------------------------------------------------------
+# Scalar arguments: one rule for retention, tau and every method's numeric options.
+
+REAL_RULE = (
+    "a real number (a Python int or float, a NumPy integer or floating scalar, or a "
+    "one-element integer or floating tensor; not a bool)"
+)
+INT_RULE = (
+    "an integer (a Python int, a NumPy integer scalar or a one-element integer tensor; "
+    "not a bool or a float)"
+)
+_INT_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
+# The largest seed (torch.Generator.manual_seed takes 64-bit values) and the bound of every
+# other unbounded integer option: int64 tensor arithmetic never overflows below it.
+INT64_MAX = 2**63 - 1
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, Tensor):
+        return f"a {value.dtype} tensor of shape {tuple(value.shape)} on {value.device}"
+    text = repr(value)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return f"{type(value).__name__} {text}"
+
+
+def _shortest_decimal(v: float, dtype: torch.dtype) -> float:
+    """The shortest decimal that rounds to ``v`` in ``dtype``, as a Python float (so that
+    torch.tensor(0.1), float32 0.10000000149..., means 0.1)."""
+    if not math.isfinite(v) or dtype == torch.float64:
+        return v
+    for digits in range(1, 18):
+        d = float(f"{v:.{digits}g}")
+        if torch.tensor(d, dtype=dtype).item() == v:
+            return d
+    return v
+
+
+def as_real(value: Any, what: str) -> float:
+    """``value`` as a Python float, by the one rule for scalar arguments.
+
+    Accepted: a Python int or float, a NumPy integer or floating scalar, or a torch tensor
+    with exactly one element (0-d or not, any device) of an integer or floating dtype.
+    Refused with TypeError: bools of every kind (Python, NumPy, bool tensors), strings,
+    complex numbers, arrays and tensors of more than one element, anything else.
+
+    The value is the shortest decimal that round-trips at the value's own precision:
+    ``np.float32(0.1)``, ``torch.tensor(0.1)`` (float32) and ``0.1`` all give 0.1, so a
+    budget taken on the decimal (:func:`budget_for`) does not depend on the carrier.
+    NaN and infinities are returned as they are: the callers check their ranges.
+    """
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{what} must be {REAL_RULE}, got the bool {value!r}")
+    if isinstance(value, (int, np.integer)):
+        try:
+            return float(value)
+        except OverflowError:
+            return math.copysign(math.inf, int(value))
+    if isinstance(value, float):  # also np.float64, a float subclass
+        return float(value)
+    if isinstance(value, np.floating):
+        return float(str(value))  # NumPy prints the shortest round-trip decimal
+    if isinstance(value, Tensor) and value.numel() == 1 and value.device.type != "meta":
+        if value.dtype in _INT_DTYPES:
+            return float(int(value.item()))
+        if value.dtype.is_floating_point:
+            return _shortest_decimal(float(value.item()), value.dtype)
+    raise TypeError(f"{what} must be {REAL_RULE}, got {_describe(value)}")
+
+
+def as_int(value: Any, what: str) -> int:
+    """``value`` as a Python int: a Python int, a NumPy integer scalar or a one-element
+    integer tensor. Bools, floats (even integral ones), strings: TypeError."""
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{what} must be {INT_RULE}, got the bool {value!r}")
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if (
+        isinstance(value, Tensor)
+        and value.numel() == 1
+        and value.dtype in _INT_DTYPES
+        and value.device.type != "meta"
+    ):
+        return int(value.item())
+    raise TypeError(f"{what} must be {INT_RULE}, got {_describe(value)}")
+
+
+def check_real(value: Any, what: str, ok: Callable[[float], bool], accepted: str) -> float:
+    """:func:`as_real`, then ValueError ``"{what} must be {accepted}, got ..."`` unless
+    ``ok(v)`` (NaN never passes)."""
+    v = as_real(value, what)
+    if math.isnan(v) or not ok(v):
+        raise ValueError(f"{what} must be {accepted}, got {value!r}")
+    return v
+
+
+def check_int(value: Any, what: str, low: int, high: int) -> int:
+    """:func:`as_int`, then ValueError unless low <= value <= high."""
+    v = as_int(value, what)
+    if not low <= v <= high:
+        raise ValueError(f"{what} must be an int in [{low}, {high}], got {value!r}")
+    return v
+
+
 def budget_for(retention: float, total: int) -> int:
     """Exact output count for ``retention``: max(1, ceil(retention * total)).
 
     The product is taken on the decimal value the user wrote (``0.1`` means 1/10), so
-    ``0.1 * 6270`` gives 627, not 628 from binary rounding.
+    ``0.1 * 6270`` gives 627, not 628 from binary rounding; a float32 ``0.1`` (NumPy or
+    tensor) means the same 1/10 (:func:`as_real`).
     """
-    exact = Fraction(repr(float(retention))) * total
+    exact = Fraction(repr(as_real(retention, "retention"))) * total
     return max(1, math.ceil(exact))
 
 
 def check_retention(retention: Any) -> float:
-    """Return ``retention`` as a float in (0, 1]; TypeError/ValueError otherwise."""
-    if isinstance(retention, bool) or not isinstance(retention, (int, float)):
-        if isinstance(retention, Tensor) and retention.numel() == 1:
-            retention = retention.item()
-        else:
-            raise TypeError(
-                f"retention must be a float in (0, 1], got {type(retention).__name__}"
-            )
-    r = float(retention)
-    if math.isnan(r) or not 0.0 < r <= 1.0:
-        raise ValueError(f"retention must be in (0, 1], got {retention!r}")
-    return r
+    """Return ``retention`` as a float in (0, 1] (scalar rule: :func:`as_real`);
+    TypeError/ValueError otherwise."""
+    return check_real(retention, "retention", lambda r: 0.0 < r <= 1.0, "in (0, 1]")
 
 
 def check_tokens(tokens: Any) -> Tensor:
@@ -175,6 +373,16 @@ def check_tokens(tokens: Any) -> Tensor:
         raise TypeError(
             f"tokens must be a torch.Tensor of shape (T, N, D) or (N, D), "
             f"got {type(tokens).__name__}"
+        )
+    if tokens.layout != torch.strided or tokens.is_nested:
+        layout = "nested" if tokens.is_nested else str(tokens.layout)
+        raise TypeError(
+            f"tokens must be a dense tensor (layout torch.strided), got layout {layout}; "
+            "convert it first (e.g. tokens.to_dense())"
+        )
+    if tokens.device.type == "meta":
+        raise TypeError(
+            "tokens must hold data (a CPU or accelerator tensor), got a meta tensor"
         )
     if tokens.dtype not in FLOAT_DTYPES:
         raise TypeError(
@@ -193,17 +401,32 @@ def check_tokens(tokens: Any) -> Tensor:
     return tokens.unsqueeze(0) if tokens.dim() == 2 else tokens
 
 
+GRID_RULE = (
+    "a pair (H, W) of positive integers: a tuple, list or torch.Size (or a 1-D integer "
+    "array or tensor) of two Python ints, NumPy integers or one-element integer tensors "
+    "(not bools, floats or strings)"
+)
+
+
 def check_grid(grid: Any, n: int) -> tuple[int, int] | None:
-    """Validate ``grid`` against N tokens per frame; default (s, s) when N == s*s."""
+    """Validate ``grid`` against N tokens per frame; default (s, s) when N == s*s.
+
+    TypeError for anything but a length-2 sequence of integers (:data:`GRID_RULE`),
+    ValueError for non-positive sizes or H * W != N.
+    """
     if grid is None:
         s = math.isqrt(n)
         return (s, s) if s * s == n else None
+    array = isinstance(grid, (np.ndarray, Tensor)) and grid.ndim == 1
+    if not (isinstance(grid, (tuple, list)) or array):  # torch.Size is a tuple
+        raise TypeError(f"grid must be {GRID_RULE}, got {_describe(grid)}")
+    if len(grid) != 2:
+        raise ValueError(f"grid must be a pair (H, W), got {len(grid)} values: {grid!r}")
     try:
-        h, w = (int(g) for g in grid)
-        ok = all(float(g) == int(g) for g in grid)
-    except (TypeError, ValueError):
-        ok = False
-    if not ok or h <= 0 or w <= 0:
+        h, w = (as_int(g, "grid") for g in grid)
+    except TypeError:
+        raise TypeError(f"grid must be {GRID_RULE}, got {grid!r}") from None
+    if h <= 0 or w <= 0:
         raise ValueError(f"grid must be a pair of positive integers (H, W), got {grid!r}")
     if h * w != n:
         raise ValueError(f"grid {(h, w)} has {h * w} cells but there are N={n} tokens per frame")
@@ -224,11 +447,14 @@ def grid_positions(
 
 
 def identity(x: Tensor, grid: tuple[int, int] | None, method: str) -> Compressed:
-    """Every input token unchanged, in input order (the retention=1.0 result)."""
+    """Every input token unchanged, in input order (the retention=1.0 result).
+
+    The tokens are a copy, detached like every other result: never on the input's graph.
+    """
     t, n, d = x.shape
     total = t * n
     return Compressed(
-        tokens=x.reshape(total, d).clone(),
+        tokens=x.detach().reshape(total, d).clone(),
         sources=torch.arange(total, device=x.device),
         positions=grid_positions(t, grid, n, x.device),
         info={"method": method, "identity": True},

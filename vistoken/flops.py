@@ -48,7 +48,6 @@ Check against the published figures (REFERENCE.md section 4): LLaVA-OneVision-7B
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -336,10 +335,9 @@ def prefill_flops(
     llm = preset.llm
     visual = _count(visual_tokens, "visual_tokens")
     text = _count(text_tokens, "text_tokens")
-    if isinstance(retention, bool) or not isinstance(retention, (int, float)):
-        raise ValueError(f"retention must be a number in (0, 1], got {retention!r}")
-    if math.isnan(retention) or not 0.0 < retention <= 1.0:
-        raise ValueError(f"retention must be in (0, 1], got {retention!r}")
+    from .core import check_retention
+
+    retention = check_retention(retention)  # the library's scalar rule and range
     if formula not in FORMULAS:
         raise ValueError(f"unknown formula {formula!r}; known formulas: {', '.join(FORMULAS)}")
 

@@ -23,27 +23,6 @@ def need_budget(name: str, budget: int | None) -> int:
     return int(budget)
 
 
-def check_int(name: str, option: str, value: Any, low: int, high: int | None = None) -> int:
-    """``value`` as an int in [low, high]; ValueError naming the option otherwise."""
-    ok = isinstance(value, int) and not isinstance(value, bool)
-    if ok:
-        ok = value >= low and (high is None or value <= high)
-    if not ok:
-        rng = f">= {low}" if high is None else f"in [{low}, {high}]"
-        raise ValueError(f"{name} option {option} must be an int {rng}, got {value!r}")
-    return int(value)
-
-
-def check_positive(name: str, option: str, value: Any) -> float:
-    """``value`` as a finite float > 0; ValueError naming the option otherwise."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if ok:
-        ok = math.isfinite(value) and value > 0
-    if not ok:
-        raise ValueError(f"{name} option {option} must be a finite number > 0, got {value!r}")
-    return float(value)
-
-
 def selection(
     x: Tensor, keep_idx: Tensor, grid: tuple[int, int] | None, info: dict[str, Any]
 ) -> Compressed:

@@ -26,9 +26,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..core import Compressed, register
+from ..core import INT64_MAX, Compressed, check_int, register
 from ..ops import normalize
-from ._select import check_int, need_budget, selection, spread
+from ._select import need_budget, selection, spread
 
 DEFAULT_WINDOW = 4
 
@@ -55,13 +55,13 @@ def dycoke(
     x: Tensor, *, grid: tuple[int, int] | None, budget: int | None, window: int = DEFAULT_WINDOW
 ) -> Compressed:
     """DyCoke temporal merging: drop tokens most similar to an earlier frame of their window."""
-    window = check_int("dycoke", "window", window, 1)
+    window = check_int(window, "dycoke option window", 1, INT64_MAX)
     k = need_budget("dycoke", budget)
     t, n, _ = x.shape
     if k <= n:
         keep = spread(k, grid, n, x.device)
     else:
-        tier, sim = dycoke_keys(x, window)
+        tier, sim = dycoke_keys(x, min(window, t))  # a window past the last frame is T
         order = torch.sort(sim.flatten(), stable=True).indices
         order = order[torch.sort(tier.flatten()[order], stable=True).indices]
         keep = order[:k]

@@ -45,7 +45,7 @@ import torch
 from torch import Tensor
 
 from ..core import Compressed, grid_positions, register
-from ..ops import segment_count, segment_mean, work_dtype
+from ..ops import finite_cast, segment_count, segment_mean, sum_scale, work_dtype
 
 # Cost of one output token that comes from a split cell: one side off by a factor of 2.
 _SPLIT_COST = math.log(2.0) ** 2
@@ -162,7 +162,8 @@ def pool(x: Tensor, *, grid: tuple[int, int] | None, budget: int | None) -> Comp
     total = t * n
     sources, base, split_count = pool_assign(t, g, budget, x.device)
     xw = x.reshape(total, d).to(work_dtype(x.dtype))
-    out = segment_mean(xw, sources, budget)
+    scale = sum_scale(float(xw.abs().amax()), total, xw.dtype)  # 1.0 unless sums overflow
+    out = segment_mean(xw * scale if scale != 1.0 else xw, sources, budget) / scale
     index = torch.arange(total, device=x.device)
     anchor = torch.full((budget,), total, dtype=torch.int64, device=x.device).scatter_reduce_(
         0, sources, index, reduce="amin"
@@ -174,4 +175,4 @@ def pool(x: Tensor, *, grid: tuple[int, int] | None, budget: int | None) -> Comp
         "split": split_count,
         "sizes": segment_count(sources, budget),
     }
-    return Compressed(out.to(x.dtype), sources, positions, info)
+    return Compressed(finite_cast(out, x.dtype), sources, positions, info)

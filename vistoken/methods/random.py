@@ -10,10 +10,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..core import Compressed, register
-from ._select import check_int, need_budget, selection
-
-_SEED_MAX = 2**63 - 1
+from ..core import INT64_MAX, Compressed, check_int, register
+from ._select import need_budget, selection
 
 
 @register("random", kind="select", options=("seed",))
@@ -25,7 +23,7 @@ def random_select(
     The kept set is the first ``budget`` entries of ``torch.randperm(T*N)`` drawn from a CPU
     generator seeded with ``seed``; the kept tokens are returned in input order.
     """
-    seed = check_int("random", "seed", seed, 0, _SEED_MAX)
+    seed = check_int(seed, "random option seed", 0, INT64_MAX)
     k = need_budget("random", budget)
     t, n, _ = x.shape
     gen = torch.Generator().manual_seed(seed)

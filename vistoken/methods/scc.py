@@ -29,17 +29,20 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..core import Compressed, register
+from ..core import INT64_MAX, Compressed, check_int, check_real, register
 from ..ops import (
     BlockGraph,
     dense_components,
+    finite_cast,
     hub_order,
     nearest,
     normalize,
+    normalize_with_norm,
     row_block,
     segment_count,
     segment_mean,
     segment_sum,
+    sum_scale,
     threshold_adjacency,
     work_dtype,
 )
@@ -341,17 +344,17 @@ def _search_tau(count_at, budget: int, total: int):
     return hi, c_hi, hi_state
 
 
-def _check_options(tau, mode, epsilon, seed) -> None:
-    if mode not in MODES:
-        raise ValueError(f"scc mode must be one of {MODES}, got {mode!r}")
-    if tau is not None and (
-        isinstance(tau, bool) or not isinstance(tau, (int, float)) or not math.isfinite(tau)
-    ):
-        raise ValueError(f"scc tau must be a finite number (a cosine threshold), got {tau!r}")
-    if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or not (0 < epsilon <= 1):
-        raise ValueError(f"scc epsilon must be a number in (0, 1], got {epsilon!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ValueError(f"scc seed must be an int, got {seed!r}")
+def _check_options(tau, mode, epsilon, seed) -> tuple[float | None, str, float, int]:
+    """The options as (tau or None, mode, epsilon, seed); TypeError/ValueError otherwise."""
+    if not isinstance(mode, str) or mode not in MODES:
+        raise ValueError(f"scc option mode must be one of {MODES}, got {mode!r}")
+    if tau is not None:
+        tau = check_real(
+            tau, "scc option tau", math.isfinite, "a finite number (a cosine threshold)"
+        )
+    epsilon = check_real(epsilon, "scc option epsilon", lambda v: 0 < v <= 1, "a number in (0, 1]")
+    seed = check_int(seed, "scc option seed", 0, INT64_MAX)
+    return tau, mode, epsilon, seed
 
 
 @register("scc", kind="merge", options=("tau", "mode", "epsilon", "seed"))
@@ -372,20 +375,25 @@ def scc(
     the fewest input tokens (ties: the later one) are dropped before the final merge, so
     their tokens fold into the nearest survivor. Otherwise tau (default 0.9) sets the count.
     """
-    _check_options(tau, mode, epsilon, seed)
+    tau, mode, epsilon, seed = _check_options(tau, mode, epsilon, seed)
     if budget is not None and tau is not None:
         raise ValueError("scc takes either retention or tau, not both")
     t, n, d = x.shape
     total = t * n
     xw = x.to(work_dtype(x.dtype))
-    xn = normalize(xw)
+    xn, norms = normalize_with_norm(xw)
+    # Every mean below sums at most total + 1 values: pre-scale by a power of two when such
+    # sums could overflow (never for ordinary inputs: scale 1.0). Cosines are unchanged.
+    scale = sum_scale(float(norms.max()), total + 1, xw.dtype)
+    if scale != 1.0:
+        xw = xw * scale
 
     def structure(tau_: float) -> SCCStructure:
         return scc_structure(xw, xn, tau_, mode, epsilon, seed)
 
     settled = 0
     if budget is None:
-        tau = DEFAULT_TAU if tau is None else float(tau)
+        tau = DEFAULT_TAU if tau is None else tau
         st = structure(tau)
         keep = None
     else:
@@ -409,6 +417,8 @@ def scc(
     if keep is not None:
         reps, anchors = reps[keep], anchors[keep]
     out, assign, counts = final_merge(xw.reshape(total, d), xn.reshape(total, d), reps)
+    if scale != 1.0:
+        out = out / scale
     h, w = grid if grid is not None else (1, n)
     within = anchors % n
     positions = torch.stack((anchors // n, within // w, within % w), dim=1)
@@ -423,4 +433,4 @@ def scc(
     }
     if mode == "official":
         info.update(epsilon=epsilon, seed=seed)
-    return Compressed(out.to(x.dtype), assign, positions, info)
+    return Compressed(finite_cast(out, x.dtype), assign, positions, info)

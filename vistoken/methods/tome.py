@@ -27,7 +27,15 @@ import torch
 from torch import Tensor
 
 from ..core import Compressed, grid_positions, register
-from ..ops import normalize, row_block, segment_count, segment_mean, work_dtype
+from ..ops import (
+    finite_cast,
+    normalize,
+    row_block,
+    segment_count,
+    segment_mean,
+    sum_scale,
+    work_dtype,
+)
 
 
 def _best_partner(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
@@ -86,12 +94,17 @@ def tome(x: Tensor, *, grid: tuple[int, int] | None, budget: int | None) -> Comp
     t, n, d = x.shape
     total = t * n
     xw = x.reshape(total, d).to(work_dtype(x.dtype))
+    # the running sums and the means add at most T*N tokens: pre-scale by a power of two
+    # when they could overflow (scale 1.0 for ordinary inputs); cosines are unchanged
+    scale = sum_scale(float(xw.abs().amax()), total, xw.dtype)
+    if scale != 1.0:
+        xw = xw * scale
     sources, anchors, rounds = tome_merge(xw, budget)
-    out = segment_mean(xw, sources, budget)
+    out = segment_mean(xw, sources, budget) / scale
     positions = grid_positions(t, grid, n, x.device)[anchors]
     info = {
         "method": "tome",
         "rounds": rounds,
         "sizes": segment_count(sources, budget),
     }
-    return Compressed(out.to(x.dtype), sources, positions, info)
+    return Compressed(finite_cast(out, x.dtype), sources, positions, info)

@@ -22,12 +22,14 @@ Zero-norm tokens stay zero vectors after normalisation (no NaN).
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
-from ..core import Compressed, register
-from ..ops import normalize, work_dtype
-from ._select import check_positive, need_budget, selection
+from ..core import Compressed, check_real, register
+from ..ops import normalize, pow2_scale, work_dtype
+from ._select import need_budget, selection
 
 DEFAULT_TEMPERATURE = 0.01
 _ALPHAS = (0.125, 0.25, 0.5, 1.0, 2.0)
@@ -43,7 +45,10 @@ def vidcom2_scores(x: Tensor) -> tuple[Tensor, Tensor]:
     """(frame uniqueness (T,), token scores (T, N)) for x (T, N, D); lower token = kept first."""
     t, n, d = x.shape
     flat = x.reshape(t * n, d).to(work_dtype(x.dtype))
-    var = flat.var(dim=0, unbiased=False)
+    # variances of x / 2^e (2^e <= max|x| < 2^(e+1)): exact scaling, so the same channel
+    # order as the plain variances, without their overflow (x^2 beyond the dtype) or
+    # underflow (tiny tokens): the order is the same for x and x * c
+    var = (flat * pow2_scale(flat.abs().amax())).var(dim=0, unbiased=False)
     c = max(1, d // 2)
     channels = torch.sort(var, stable=True).indices[:c]
     u = normalize(x[..., channels])
@@ -87,7 +92,12 @@ def vidcom2(
     temperature: float = DEFAULT_TEMPERATURE,
 ) -> Compressed:
     """VidCom2: per-frame budgets from frame uniqueness, each frame keeps its outlier tokens."""
-    temperature = check_positive("vidcom2", "temperature", temperature)
+    temperature = check_real(
+        temperature,
+        "vidcom2 option temperature",
+        lambda v: math.isfinite(v) and v > 0,
+        "a finite number > 0",
+    )
     k = need_budget("vidcom2", budget)
     t, n, _ = x.shape
     uniqueness, score = vidcom2_scores(x)

@@ -1,19 +1,23 @@
 """Shared tensor kernels: similarity, connected components, segment reductions."""
 
 from .components import BlockGraph, dense_components, hub_order, threshold_adjacency
-from .segment import segment_count, segment_mean, segment_sum
-from .similarity import nearest, normalize, row_block, work_dtype
+from .segment import finite_cast, segment_count, segment_mean, segment_sum, sum_scale
+from .similarity import nearest, normalize, normalize_with_norm, pow2_scale, row_block, work_dtype
 
 __all__ = [
     "BlockGraph",
     "dense_components",
     "hub_order",
     "threshold_adjacency",
+    "finite_cast",
     "segment_count",
     "segment_mean",
     "segment_sum",
+    "sum_scale",
     "nearest",
     "normalize",
+    "normalize_with_norm",
+    "pow2_scale",
     "row_block",
     "work_dtype",
 ]

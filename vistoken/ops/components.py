@@ -98,7 +98,10 @@ def sample_mask(
     """
     import math
 
-    s = min(n, math.ceil(math.log(n) / epsilon**2)) if n > 1 else n
+    # every node when ln(n) / epsilon^2 >= n (also when epsilon^2 underflows to 0)
+    if n <= 1 or epsilon * epsilon * n <= math.log(n):
+        return None
+    s = math.ceil(math.log(n) / (epsilon * epsilon))
     if s >= n:
         return None
     keys = torch.rand(batch, n, generator=generator)

@@ -1,6 +1,15 @@
-"""Segment reductions: sums and means of rows grouped by an index, without Python loops."""
+"""Segment reductions: sums and means of rows grouped by an index, without Python loops.
+
+Sums of finite values can overflow (float32 tokens near 3e38). A method that sums takes
+``s = sum_scale(max|x|, count)`` once, sums ``x * s`` and divides the means by ``s``:
+``s`` is 1.0 (the plain sums, bit for bit) unless the sums could overflow, and a power of
+two otherwise (exact scaling). :func:`finite_cast` then brings the result to the output
+dtype without rounding a largest-magnitude mean up to Inf.
+"""
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import Tensor
@@ -17,6 +26,31 @@ def segment_count(seg: Tensor, k: int) -> Tensor:
 
 
 def segment_mean(x: Tensor, seg: Tensor, k: int) -> Tensor:
-    """(n, D) rows averaged (unweighted) into k non-empty groups -> (k, D)."""
+    """(n, D) rows averaged (unweighted) into k non-empty groups -> (k, D).
+
+    The sums are plain sums: scale x with :func:`sum_scale` first when they may overflow.
+    """
     counts = segment_count(seg, k).to(x.dtype)
     return segment_sum(x, seg, k) / counts.unsqueeze(1)
+
+
+def sum_scale(bound: float, count: int, dtype: torch.dtype) -> float:
+    """A power of two s <= 1 such that any sum of up to ``count`` values of magnitude at
+    most ``bound``, each multiplied by s, is finite in ``dtype`` (with a factor 4 to spare
+    for rounding). 1.0 whenever the unscaled sums already are, so that ordinary inputs
+    give exactly the plain sums. ``bound`` may be Inf (a norm that overflowed)."""
+    limit = torch.finfo(dtype).max / 4
+    if bound * count <= limit:
+        return 1.0
+    return 2.0 ** -(math.ceil(math.log2(max(count, 1))) + 2)
+
+
+def finite_cast(x: Tensor, dtype: torch.dtype) -> Tensor:
+    """``x`` in ``dtype``, values beyond its largest finite magnitude clamped to it.
+
+    Means of finite values are finite in exact arithmetic; rounding (and the narrower range
+    of float16) can push a mean of values at the very top of the range just past it, which
+    a plain cast would turn into Inf. For every other value this is the plain cast.
+    """
+    big = torch.finfo(dtype).max
+    return x.clamp(-big, big).to(dtype)
