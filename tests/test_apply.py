@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-pytest.importorskip("transformers")
-
+import transformers  # noqa: F401  (a test dependency: fail, never skip, without it)
 from model_helpers import lengths_seen, logits  # noqa: E402
 
 import vistoken as vt  # noqa: E402

@@ -6,9 +6,7 @@ import logging
 
 import pytest
 import torch
-
-transformers = pytest.importorskip("transformers")
-
+import transformers  # noqa: F401  (a test dependency: fail, never skip, without it)
 from transformers import Qwen2Config, Qwen2ForCausalLM  # noqa: E402
 
 from vistoken.core import budget_for  # noqa: E402

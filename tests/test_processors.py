@@ -12,10 +12,8 @@ import math
 import numpy as np
 import pytest
 import torch
-
-pytest.importorskip("transformers")
-pytest.importorskip("torchvision")
-
+import torchvision  # noqa: F401
+import transformers  # noqa: F401  (a test dependency: fail, never skip, without it)
 from model_helpers import lengths_seen, logits  # noqa: E402
 
 import vistoken as vt  # noqa: E402

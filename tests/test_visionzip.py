@@ -5,12 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+import transformers  # noqa: F401  (a test dependency: fail, never skip, without it)
+from transformers import SiglipVisionConfig, SiglipVisionModel  # noqa: E402
 
 from vistoken.core import grid_positions
 from vistoken.models.visionzip import AttentionProbe, frame_split, resize_stats, visionzip
-
-transformers = pytest.importorskip("transformers")
-from transformers import SiglipVisionConfig, SiglipVisionModel  # noqa: E402
 
 
 def tiny_siglip(attn: str = "sdpa") -> SiglipVisionModel:

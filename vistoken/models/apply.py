@@ -27,7 +27,15 @@ import torch
 
 from ..core import Compressed, budget_for, check_retention, compress, get_method
 from . import _hf
-from .base import DecodeState, check_mask, decode_kwargs, place, shorten, text_next
+from .base import (
+    DecodeState,
+    check_mask,
+    decode_kwargs,
+    last_valid_column,
+    place,
+    shorten,
+    text_next,
+)
 from .families import Family, family_of
 
 log = logging.getLogger(__name__)
@@ -136,7 +144,10 @@ class Handle:
         visual = torch.isin(
             ids, torch.tensor(self.family.visual_token_ids(self._inner.config), device=ids.device)
         )
-        self._parts[0].prepare(visual)
+        am = _hf.attention_mask(kwargs)
+        check_mask(am)
+        last = last_valid_column(am) if am is not None else None
+        self._parts[0].prepare(visual, last)
         self.stats = {
             "visual_tokens": int(visual.sum()),
             "kept_tokens": sum(
@@ -281,9 +292,7 @@ def apply(model: Any, method: str, *, retention: float | None = None, **options:
         tower = family.vision_tower(inner)  # TypeError for families without tower statistics
         handle._parts.append(AttentionProbe(tower, layer=options.get("layer", -2)))
     handle._hooks.append(inner.register_forward_pre_hook(handle._pre_hook, with_kwargs=True))
-    handle._hooks.append(
-        model.register_forward_pre_hook(handle._outer_pre_hook, with_kwargs=True)
-    )
+    handle._hooks.append(model.register_forward_pre_hook(handle._outer_pre_hook, with_kwargs=True))
     model.__dict__["_vistoken_handle"] = handle
     handle._active = True
     log.debug("applied %r", handle)

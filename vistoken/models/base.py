@@ -120,6 +120,12 @@ def contiguous_positions(mask: Tensor) -> Tensor:
     return pos.masked_fill(mask == 0, 0)
 
 
+def last_valid_column(mask: Tensor) -> Tensor:
+    """(B,) index of each row's last real token in a (B, L) padding mask (either side)."""
+    cols = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)
+    return cols.masked_fill(mask == 0, -1).amax(dim=1).clamp(min=0)
+
+
 def text_next(text_positions: Tensor | None, mask: Tensor) -> Tensor:
     """(B,) the 1-D position the generation loop gives the first token after a prompt.
 

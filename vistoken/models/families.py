@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from . import _hf
-from .base import Shortened, Unit, contiguous_positions
+from .base import Shortened, Unit, contiguous_positions, last_valid_column
 
 
 def _runs(input_ids: Tensor, token_id: int, lengths: list[int], what: str) -> list[Tensor]:
@@ -364,8 +364,12 @@ class QwenVLFamily(Family):
         rope = rope.masked_fill(~short.valid[None], 0)
         out = {_hf.POSITION_KEY: torch.cat((contiguous_positions(short.mask)[None], rope), 0)}
         if hasattr(inner, "rope_deltas"):
-            top = rope.masked_fill(~short.valid[None], -1).amax(dim=(0, 2))
-            inner.rope_deltas = (top + 1 - short.mask.sum(dim=1))[:, None]
+            # decode steps go on after the last prompt token (generate's rule: its last
+            # column + 1; a text token has one position in all three rows)
+            kept = short.mask.sum(dim=1)
+            last = last_valid_column(short.mask)
+            top = rope.gather(2, last[None, :, None].expand(rope.shape[0], -1, 1)).amax(dim=(0, 2))
+            inner.rope_deltas = (top + 1 - kept)[:, None]
         if kwargs.get("mm_token_type_ids") is not None:
             mmt = kwargs["mm_token_type_ids"].gather(1, short.index)
             out["mm_token_type_ids"] = mmt.masked_fill(~short.valid, 0)

@@ -128,6 +128,7 @@ class FastV:
         self.last_keep = None
         self.last_scores = None
         self._pending: Tensor | None = None  # (B, L) bool from prepare()
+        self._pending_last: Tensor | None = None  # (B,) from prepare()
         # Selection of the last pruned prefill (persists over its decode steps):
         self._index: Tensor | None = None  # (B, Lk) long, always a valid position
         self._valid: Tensor | None = None  # (B, Lk) bool, False on left padding of the index
@@ -147,11 +148,13 @@ class FastV:
 
     # ------------------------------------------------------------------ public API
 
-    def prepare(self, visual_mask: Tensor) -> None:
+    def prepare(self, visual_mask: Tensor, last: Tensor | None = None) -> None:
         """Mark the visual positions of the next prefill.
 
         visual_mask: (B, L) bool (or 0/1 integer), True where the NEXT prefill's sequence
-        position holds a visual token. Call right before the prefill forward/generate.
+        position holds a visual token. last: (B,) int64, each row's last real token (the
+        query whose attention scores the keys; right padding puts it before column L-1);
+        default L-1. Call right before the prefill forward/generate.
         """
         if not isinstance(visual_mask, Tensor):
             raise TypeError(
@@ -168,7 +171,12 @@ class FastV:
             if not bool(((visual_mask == 0) | (visual_mask == 1)).all()):
                 raise ValueError("an integer visual_mask must hold only 0 and 1")
             visual_mask = visual_mask != 0
+        if last is not None and tuple(last.shape) != (visual_mask.shape[0],):
+            raise ValueError(
+                f"last must have shape ({visual_mask.shape[0]},), got {tuple(last.shape)}"
+            )
         self._pending = visual_mask
+        self._pending_last = last
 
     def remove(self) -> None:
         """Remove every hook and forget all state; the model is exactly as before."""
@@ -197,8 +205,8 @@ class FastV:
         # A prefill: whatever the last prefill selected no longer applies.
         self._index = self._valid = None
         self.last_keep = None
-        visual = self._pending
-        self._pending = None
+        visual, last = self._pending, self._pending_last
+        self._pending = self._pending_last = None
         if visual is None:
             logger.debug("FastV: prefill without prepare(); passing through unpruned")
             return
@@ -209,15 +217,18 @@ class FastV:
                 f"prefill has batch {b} and sequence length {length}"
             )
         visual = visual.to(hidden.device)
+        if last is None:
+            last = torch.full((b,), length - 1, dtype=torch.long, device=hidden.device)
+        last = last.to(hidden.device)
         mask = _hf.attention_mask(kwargs)
-        key_ok = self._last_row_allowed(mask, b, length, hidden.device)
+        key_ok = self._last_row_allowed(mask, last, length)
         if _hf.rotary(kwargs) is None:
             raise RuntimeError(
                 f"FastV: layer {self.layer - 1} was called without `position_embeddings` "
                 "(cos, sin); FastV needs the rotary embeddings the decoder loop passes"
             )
         cos, sin = _hf.rotary(kwargs)
-        scores = self._last_query_scores(module, hidden, cos, sin, mask, key_ok)
+        scores = self._last_query_scores(module, hidden, cos, sin, mask, key_ok, last)
         self.last_scores = scores
         keep = self._select(scores, visual & key_ok)
         counts = keep.sum(1)
@@ -247,18 +258,26 @@ class FastV:
 
     # ------------------------------------------------------------------ scoring
 
-    def _last_row_allowed(self, mask: Any, b: int, length: int, device: torch.device) -> Tensor:
-        """(B, L) bool: keys the last query may attend (False on padding)."""
+    @staticmethod
+    def _query_row(mask: Tensor, last: Tensor) -> Tensor:
+        """(B, L) the 4-D mask's row of each sample's scoring query ``last`` (B,)."""
+        b = last.shape[0]
+        full = mask[:, 0].expand(b, mask.shape[2], mask.shape[3])
+        return full.gather(1, last[:, None, None].expand(b, 1, full.shape[2]))[:, 0]
+
+    def _last_row_allowed(self, mask: Any, last: Tensor, length: int) -> Tensor:
+        """(B, L) bool: keys the scoring query (row ``last``) may attend (False on padding)."""
+        causal = torch.arange(length, device=last.device)[None] <= last[:, None]
         if mask is None:
-            return torch.ones(b, length, dtype=torch.bool, device=device)
+            return causal
         if not isinstance(mask, Tensor):
             raise TypeError(
                 f"FastV supports tensor or None attention masks (eager, sdpa, flash), got "
                 f"{type(mask).__name__}; use attn_implementation='sdpa' or 'eager'"
             )
         if mask.ndim == 2:
-            return mask.bool().expand(b, length)
-        row = mask[:, 0, -1, :].expand(b, length)
+            return mask.bool().expand_as(causal) & causal
+        row = self._query_row(mask, last)
         return row if row.dtype == torch.bool else row > torch.finfo(row.dtype).min
 
     def _last_query_scores(
@@ -269,18 +288,22 @@ class FastV:
         sin: Tensor,
         mask: Tensor | None,
         key_ok: Tensor,
+        last: Tensor,
     ) -> Tensor:
         """(B, L) float32: softmax attention of the last query over all keys, head mean.
 
         hidden: (B, L, D) the layer's input; cos/sin: (B|1, L, head_dim); mask: the layer's
-        attention mask (None, 2D, 4D bool or 4D additive float); key_ok: (B, L) bool.
+        attention mask (None, 2D, 4D bool or 4D additive float); key_ok: (B, L) bool;
+        last: (B,) the column of each row's last real token (the scoring query).
         """
         attn = layer.self_attn
         b, length, _ = hidden.shape
         h, g, d = self.num_heads, self.num_kv_heads, self.head_dim
         with torch.no_grad():
             x = layer.input_layernorm(hidden)
-            q = attn.q_proj(x[:, -1:]).view(b, 1, h, d)
+            at_last = last[:, None, None]
+            x_last = x.gather(1, at_last.expand(b, 1, x.shape[-1]))
+            q = attn.q_proj(x_last).view(b, 1, h, d)
             k = attn.k_proj(x).view(b, length, g, d)
             if getattr(attn, "q_norm", None) is not None:
                 q = attn.q_norm(q)
@@ -288,13 +311,15 @@ class FastV:
                 k = attn.k_norm(k)
             q = q.transpose(1, 2).float()  # (B, H, 1, d)
             k = k.transpose(1, 2).float()  # (B, G, L, d)
-            cos_f, sin_f = cos.float().unsqueeze(1), sin.float().unsqueeze(1)
-            q = q * cos_f[..., -1:, :] + _rotate_half(q) * sin_f[..., -1:, :]
-            k = k * cos_f + _rotate_half(k) * sin_f
+            cos_f, sin_f = cos.float().expand(b, -1, -1), sin.float().expand(b, -1, -1)
+            cos_q = cos_f.gather(1, at_last.expand(b, 1, d))[:, None]  # (B, 1, 1, d)
+            sin_q = sin_f.gather(1, at_last.expand(b, 1, d))[:, None]
+            q = q * cos_q + _rotate_half(q) * sin_q
+            k = k * cos_f[:, None] + _rotate_half(k) * sin_f[:, None]
             q = q.reshape(b, g, h // g, d)  # head j uses kv head j // (H / G), as repeat_kv
             logits = torch.einsum("bgrd,bgld->bgrl", q, k) * self.scaling  # (B, G, H/G, L)
             if mask is not None and mask.ndim == 4 and mask.dtype != torch.bool:
-                logits = logits + mask[:, 0, -1, :].float().expand(b, length)[:, None, None]
+                logits = logits + self._query_row(mask, last).float()[:, None, None]
             else:
                 logits = logits.masked_fill(~key_ok[:, None, None], float("-inf"))
             return logits.softmax(dim=-1).mean(dim=(1, 2))
