@@ -200,6 +200,83 @@ def test_byte_sizes():
     assert _size_text(2**31) == "2G" and _size_text(1000) == "1000"
 
 
+@pytest.fixture
+def tiny_png(tmp_path):
+    """A 1-frame input that decodes and encodes fast."""
+    path = tmp_path / "tiny.png"
+    Image.new("RGB", (64, 48), (90, 160, 30)).save(path)
+    return path
+
+
+@pytest.fixture
+def old_run(tmp_path):
+    """An output folder holding the outputs of an earlier run, and a file of the user's."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "summary.json").write_text('{"old": true}')
+    Image.new("RGB", (8, 8), (1, 2, 3)).save(out / "sheet.png")
+    (out / "keep.txt").write_text("mine")
+    return out
+
+
+def files_of(folder):
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_a_failing_summary_keeps_the_old_sheet(tiny_png, old_run, capsys, monkeypatch):
+    before = files_of(old_run)
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device", "summary.json")
+
+    monkeypatch.setattr("vistoken.cli._dumps", disk_full)
+    code, stdout, err = run(capsys, "compress", tiny_png, "--frames", 1, "--out", old_run, "-q")
+    assert code == 1 and stdout == ""
+    assert "No space left on device" in assert_one_error(err)
+    assert files_of(old_run) == before  # the new sheet was made but never moved into place
+
+
+@pytest.mark.parametrize("name", ["sheet.png", "summary.json"])
+def test_a_symlinked_output_is_refused_before_any_work(
+    tiny_png, old_run, tmp_path, capsys, monkeypatch, name
+):
+    outside = tmp_path / "outside.dat"
+    outside.write_bytes(b"precious")
+    (old_run / name).unlink()
+    (old_run / name).symlink_to(outside)
+    before = files_of(old_run)
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("the input was decoded")
+
+    monkeypatch.setattr("vistoken.video.load_frames", no_decoding)
+    code, stdout, err = run(capsys, "compress", tiny_png, "--out", old_run)
+    assert code == 1 and stdout == ""
+    line = assert_one_error(err)
+    assert f"{old_run / name}' is a symbolic link" in line and "never written through" in line
+    assert outside.read_bytes() == b"precious"
+    assert (old_run / name).is_symlink() and files_of(old_run) == before
+
+
+def test_an_output_name_that_is_a_folder_is_refused(tiny_png, old_run, capsys):
+    (old_run / "summary.json").unlink()
+    (old_run / "summary.json").mkdir()
+    sheet = (old_run / "sheet.png").read_bytes()
+    code, _, err = run(capsys, "compress", tiny_png, "--out", old_run)
+    assert code == 1 and "summary.json' exists and is not a regular file" in assert_one_error(err)
+    assert (old_run / "sheet.png").read_bytes() == sheet
+
+
+def test_compress_replaces_the_old_outputs(tiny_png, old_run, capsys):
+    code, _, err = run(capsys, "compress", tiny_png, "--frames", 1, "--out", old_run, "-q")
+    assert code == 0, err
+    assert sorted(p.name for p in old_run.iterdir()) == ["keep.txt", "sheet.png", "summary.json"]
+    assert json.loads((old_run / "summary.json").read_text())["input_tokens"] == TOKENS_PER_FRAME
+    assert (
+        Image.open(old_run / "sheet.png").size == Image.open(old_run / "sheet.png").size != (8, 8)
+    )
+
+
 def test_bad_option_value_is_a_runtime_error(tmp_path, capsys):
     out = tmp_path / "out"
     code, _, err = run(

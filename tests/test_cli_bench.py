@@ -172,6 +172,36 @@ def test_fidelity_errors_are_one_line(argv, code, needle, tmp_path, capsys, mode
     assert a_file.read_text() == "x"
 
 
+def test_fidelity_report_is_all_or_nothing(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "fid"
+    out.mkdir()
+    old = {name: f"old {name}".encode() for name in NAMES}
+    for name, data in old.items():
+        (out / name).write_bytes(data)
+    tiny = tmp_path / "tiny.png"
+    Image.new("RGB", (64, 48), (90, 160, 30)).save(tiny)
+    argv = ["bench", "fidelity", "--video", tiny, "--methods", "uniform", "--ratios", 0.5, "-q"]
+
+    def no_plot(*args, **kwargs):
+        raise RuntimeError("plotting failed")
+
+    monkeypatch.setattr("vistoken.eval.fidelity._plot", no_plot)
+    code, stdout, err = run(capsys, *argv, "--out", out)
+    assert code == 1 and stdout == "" and "plotting failed" in assert_one_error(err)
+    # fidelity.md and .csv were written before the plot failed: not moved into place
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == old
+
+    monkeypatch.undo()
+    outside = tmp_path / "outside.csv"
+    outside.write_text("precious")
+    (out / "fidelity.csv").unlink()
+    (out / "fidelity.csv").symlink_to(outside)
+    code, stdout, err = run(capsys, *argv, "--out", out)
+    assert code == 1 and "fidelity.csv' is a symbolic link" in assert_one_error(err)
+    assert outside.read_text() == "precious"
+    assert (out / "fidelity.md").read_bytes() == old["fidelity.md"]
+
+
 @pytest.mark.parametrize(
     "argv, needle",
     [(["bench"], "a benchmark is required: fidelity"), (["bench", "speed"], "invalid choice")],

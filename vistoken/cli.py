@@ -42,10 +42,6 @@ DEFAULT_FRAMES = 16
 DEFAULT_METHOD = "scc"
 SUMMARY_NAME = "summary.json"
 SHEET_NAME = "sheet.png"
-OUTPUT_NOTE = (
-    f"The output folder is created if missing. Only {SUMMARY_NAME} and {SHEET_NAME} are "
-    "written in it (replacing earlier ones of those names); nothing else there is touched."
-)
 FIDELITY_NAMES = ("fidelity.md", "fidelity.csv", "fidelity.png")
 FIDELITY_FRAMES = 32
 FIDELITY_RATIOS = RATIOS
@@ -53,12 +49,18 @@ FIDELITY_OUT = "vistoken-fidelity"
 
 
 def _output_note(names: Sequence[str]) -> str:
-    """The output-folder rule of every command, for the files ``names``."""
+    """The output-folder rule of every command (vistoken._outputs), for the files ``names``."""
     listed = ", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else names[0]
     return (
-        f"The output folder is created if missing. Only {listed} are written in it "
-        "(replacing earlier ones of those names); nothing else there is touched."
+        f"The output folder is created if missing. Only {listed} are written in it, "
+        "replacing earlier ones of those names, all together once all were produced (each via "
+        "a temporary file renamed into place): on an error the old ones are kept. Output names "
+        "that are symbolic links are refused, never written through; nothing else there is "
+        "touched."
     )
+
+
+OUTPUT_NOTE = _output_note((SUMMARY_NAME, SHEET_NAME))
 
 
 class UsageError(Exception):
@@ -577,16 +579,19 @@ def _frames_text(n: int) -> str:
     return f"{n} frame" if n == 1 else f"{n} frames"
 
 
-def _output_folder(out: Path | None, default_out: str) -> Path:
+def _output_folder(out: Path | None, default_out: str, names: Sequence[str]) -> Path:
     """The output folder (``./default_out`` when ``out`` is None), checked before any work.
 
-    The rule shared by every command: the folder is created if missing and may already hold
-    other files (they are left alone; only the command's own file names are replaced), but a
-    path that exists and is not a folder is an error.
+    The rule shared by every command (see vistoken._outputs): the folder is created if missing
+    and may already hold other files (they are left alone; only the command's own file
+    ``names`` are replaced, all at once after all were written), but a path that exists and
+    is not a folder, or an output name that is a symbolic link or not a regular file, is an
+    error.
     """
+    from ._outputs import check_outputs
+
     out_dir = out if out is not None else Path.cwd() / default_out
-    if out_dir.exists() and not out_dir.is_dir():
-        raise NotADirectoryError(f"output folder {str(out_dir)!r} exists and is not a folder")
+    check_outputs(out_dir, names)
     return out_dir
 
 
@@ -604,13 +609,14 @@ def _run(args: argparse.Namespace, input_path: Path, default_out: str) -> int:
     if args.start is not None and args.end is not None and args.start >= args.end:
         raise UsageError(f"argument --end: must be after --start ({args.start} >= {args.end})")
     device = _resolve_device(args.device)
-    out_dir = _output_folder(args.out, default_out)
+    out_dir = _output_folder(args.out, default_out, (SUMMARY_NAME, SHEET_NAME))
     _check_input(input_path)
 
     import torch
 
     import vistoken as vt
 
+    from ._outputs import write_outputs
     from .encoders import default_encoder
     from .video import load_frames
     from .viz import merge_sheet, sheet_layout
@@ -653,28 +659,43 @@ def _run(args: argparse.Namespace, input_path: Path, default_out: str) -> int:
     seconds["compress"] = time.perf_counter() - t0
     logger.info("%r", result)
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    sheet_path = out_dir / SHEET_NAME
     captions = [
         f"frame {i} · {s:.2f} s" if math.isfinite(s) else f"frame {i}"
         for i, s in zip(frames.indices, frames.timestamps, strict=True)
     ]
-    t0 = time.perf_counter()
-    merge_sheet(
-        frames.array,
-        result,
-        grid,
-        sheet_path,
-        title=f"{input_path.name}: {_frames_text(frames.num_frames)}",
-        captions=captions,
-    )
-    seconds["sheet"] = time.perf_counter() - t0
+    summary: dict[str, Any] = {}
 
-    summary = _summary(
-        args, input_path, frames, result, grid, method, retention, options, encoder_name, seconds
-    )
-    summary_path = out_dir / SUMMARY_NAME
-    summary_path.write_text(_dumps(summary) + "\n", encoding="utf-8")
+    def write_sheet(path: Path) -> None:
+        t0 = time.perf_counter()
+        merge_sheet(
+            frames.array,
+            result,
+            grid,
+            path,
+            title=f"{input_path.name}: {_frames_text(frames.num_frames)}",
+            captions=captions,
+        )
+        seconds["sheet"] = time.perf_counter() - t0
+
+    def write_summary(path: Path) -> None:  # after the sheet: the summary has its time
+        summary.update(
+            _summary(
+                args,
+                input_path,
+                frames,
+                result,
+                grid,
+                method,
+                retention,
+                options,
+                encoder_name,
+                seconds,
+            )
+        )
+        path.write_text(_dumps(summary) + "\n", encoding="utf-8")
+
+    paths = write_outputs(out_dir, {SHEET_NAME: write_sheet, SUMMARY_NAME: write_summary})
+    summary_path, sheet_path = paths[SUMMARY_NAME], paths[SHEET_NAME]
 
     tau = summary.get("tau")
     tau_text = f", tau {tau:.4f}" if isinstance(tau, float) else ""
@@ -735,7 +756,7 @@ def _cmd_bench_fidelity(args: argparse.Namespace) -> int:
     names = _bench_methods(args.methods)
     ratios = list(FIDELITY_RATIOS) if args.ratios is None else args.ratios
     device = _resolve_device(args.device)
-    out_dir = _output_folder(args.out, FIDELITY_OUT)
+    out_dir = _output_folder(args.out, FIDELITY_OUT, FIDELITY_NAMES)
     if args.video is None:
         from .video import bundled_video
 

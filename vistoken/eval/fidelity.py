@@ -377,28 +377,40 @@ def _plot(rows: Sequence[FidelityRow], title: str, path: Path) -> None:
 
 
 def write_report(rows: Sequence[FidelityRow], out_dir: Path, title: str) -> dict[str, Path]:
-    """Write ``fidelity.md``, ``fidelity.csv`` and ``fidelity.png`` into ``out_dir``.
+    """Write ``fidelity.md``, ``fidelity.csv`` and ``fidelity.png`` into ``out_dir``, all or
+    none.
 
-    ``out_dir`` is created if missing; no other file in it is touched.
+    ``out_dir`` is created if missing; no other file in it is touched. Each file is written
+    to a temporary file in ``out_dir`` and the three are renamed into place only once all
+    were written, so on an error the earlier report is kept whole; a report name that is a
+    symbolic link is refused, never written through (the rule of ``vistoken._outputs``).
 
     Returns:
         ``{"md": ..., "csv": ..., "png": ...}`` paths of the written files.
+
+    Raises:
+        NotADirectoryError: ``out_dir`` is a file.
+        vistoken._outputs.OutputError: a report name in ``out_dir`` is a symbolic link or not
+            a regular file.
     """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {
-        "md": out_dir / "fidelity.md",
-        "csv": out_dir / "fidelity.csv",
-        "png": out_dir / "fidelity.png",
-    }
-    paths["md"].write_text(_markdown(rows, title), encoding="utf-8")
-    with paths["csv"].open("w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow([fl.name for fl in fields(FidelityRow)])
-        for r in rows:
-            w.writerow(astuple(r))
-    _plot(rows, title, paths["png"])
-    return paths
+    from .._outputs import write_outputs
+
+    def write_md(path: Path) -> None:
+        path.write_text(_markdown(rows, title), encoding="utf-8")
+
+    def write_csv(path: Path) -> None:
+        with path.open("w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow([fl.name for fl in fields(FidelityRow)])
+            for r in rows:
+                w.writerow(astuple(r))
+
+    def write_png(path: Path) -> None:
+        _plot(rows, title, path)
+
+    writers = {"fidelity.md": write_md, "fidelity.csv": write_csv, "fidelity.png": write_png}
+    paths = write_outputs(Path(out_dir), writers)
+    return {name.rsplit(".", 1)[1]: path for name, path in paths.items()}
 
 
 # --------------------------------------------------------------------------------------------
