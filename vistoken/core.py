@@ -20,6 +20,7 @@ from torch import Tensor
 
 __all__ = [
     "Compressed",
+    "Info",
     "MethodSpec",
     "compress",
     "methods",
@@ -120,8 +121,9 @@ class Compressed:
             anchor source token), for position ids and M-RoPE.
         info: read-only mapping of method details (achieved tau, per-stage counts, sizes, ...).
 
-    A ``Compressed`` is immutable, pickles, deep-copies and ``torch.save``s (and loads with
-    ``torch.load(path, weights_only=True)``: importing vistoken allow-lists it). ``a == b``
+    A ``Compressed`` is immutable, pickles, deep-copies and ``torch.save``s; it loads with
+    ``torch.load(path, weights_only=True)`` once vistoken is imported (which allow-lists
+    this class and :class:`Info` in ``torch.serialization``, torch >= 2.4). ``a == b``
     is exact: every tensor of the same dtype, shape, device and values (``torch.equal``)
     and the same info; results hold tensors, so they are not hashable.
     """
@@ -481,6 +483,12 @@ def compress(
 
     Returns:
         A :class:`Compressed` whose tokens have the input's dtype and device.
+
+    Compression is inference-only: the outputs never carry the input's autograd graph
+    (at retention=1.0 too, where the tokens are a detached copy). Scalars (retention and
+    the methods' numeric options) follow one rule, :func:`as_real` / :func:`as_int`.
+    Cosine similarities are scale-invariant over the dtype's whole finite range and
+    means never overflow for finite input.
     """
     spec = get_method(method)
     if spec.needs_model:
