@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import builtins
 import json
 import math
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -344,3 +347,97 @@ def test_installed_entry_point(tmp_path):
         pytest.skip("the vistoken console script is not installed next to this Python")
     ok = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=120)
     assert ok.returncode == 0 and "compress" in ok.stdout and "demo" in ok.stdout
+
+
+# ------------------------------------------------------------------------------------------
+# Ctrl-C: exit 130 with one line at any point, the start-up imports included
+
+# what the installed console script runs (pip's generated wrapper)
+ENTRY = "import sys; from vistoken.cli import main; sys.exit(main())"
+
+
+def run_interrupted(capsys, *argv):
+    """run(), failing the test (not the session) if KeyboardInterrupt escapes main()."""
+    try:
+        return run(capsys, *argv)
+    except KeyboardInterrupt:
+        pytest.fail("KeyboardInterrupt escaped main()")
+
+
+def test_interrupt_while_importing_torch_in_process(tmp_path, capsys, monkeypatch):
+    real_import = builtins.__import__
+
+    def interrupted(name, *args, **kwargs):
+        if name == "torch" or name.startswith("torch."):
+            raise KeyboardInterrupt
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", interrupted)
+    code, stdout, err = run_interrupted(capsys, "compress", CLIP, "--out", tmp_path / "out")
+    assert code == 130 and stdout == ""
+    assert assert_one_error(err) == "vistoken: error: interrupted"
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(KeyboardInterrupt):  # --debug shows the traceback
+        main(["compress", CLIP, "--out", str(tmp_path / "out"), "--debug"])
+
+
+def test_interrupt_while_building_the_parser(capsys, monkeypatch):
+    def interrupted():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("vistoken.cli.build_parser", interrupted)
+    code, _, err = run_interrupted(capsys, "methods")
+    assert code == 130 and assert_one_error(err) == "vistoken: error: interrupted"
+
+
+def test_console_entry_imports_no_torch_before_main(tmp_path):
+    # Ctrl-C during "import torch", simulated: an import hook raising KeyboardInterrupt. The
+    # entry imports vistoken.cli (and vistoken) before main() runs; neither may import torch.
+    hook = (
+        "import builtins\n"
+        "real = builtins.__import__\n"
+        "def hook(name, *a, **k):\n"
+        "    if name.split('.')[0] == 'torch':\n"
+        "        raise KeyboardInterrupt\n"
+        "    return real(name, *a, **k)\n"
+        "builtins.__import__ = hook\n"
+    )
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [sys.executable, "-c", hook + ENTRY, "compress", CLIP, "--out", out],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 130, done.stderr
+    assert done.stderr == "vistoken: error: interrupted\n" and done.stdout == ""
+    assert not out.exists()
+
+
+def test_sigint_during_startup_exits_130_with_one_line(tmp_path):
+    # a real SIGINT, sent as soon as the entry has imported vistoken.cli: main() is then
+    # importing torch and the rest (import times are streamed to stderr to know when)
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", ENTRY, "compress", CLIP, "--out", out],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPROFILEIMPORTTIME": "1"},
+    )
+    try:
+        lines: list[str] = []
+        for line in proc.stderr:
+            lines.append(line)
+            if any(ln.rstrip().endswith("| vistoken.cli") for ln in lines[:-1]):
+                break  # an import finished after vistoken.cli's: main() is running
+        assert not any("torch" in ln for ln in lines[:-1])  # not imported before main()
+        proc.send_signal(signal.SIGINT)
+        stdout, rest = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+        proc.wait()
+    err = [ln for ln in (lines + rest.splitlines(True)) if not ln.startswith("import time:")]
+    assert proc.returncode == 130, "".join(err)
+    assert err == ["vistoken: error: interrupted\n"] and stdout == ""
+    assert not out.exists()

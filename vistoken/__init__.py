@@ -1,10 +1,58 @@
-"""vistoken: visual token compression for video and image vision-language models."""
+"""vistoken: visual token compression for video and image vision-language models.
 
-# Registers the built-in methods. Imported first: importing a subpackage sets the package
-# attribute of the same name, and ``methods`` below must stay the function.
-from . import methods as _builtin_methods  # noqa: F401
-from .core import Compressed, compress, methods
-from .models import Handle, apply
+The public names below are loaded on first use (PEP 562): ``import vistoken`` imports no
+torch, so the ``vistoken`` command (whose entry point imports ``vistoken.cli``, and with it
+this package, before its error handling runs) starts at once and exits cleanly on Ctrl-C
+even while torch is being imported. The built-in methods register themselves when the method
+registry is first consulted (``vistoken.core.get_method`` / ``methods``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import types
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .core import Compressed, compress, methods
+    from .models import Handle, apply
 
 __all__ = ["Compressed", "Handle", "apply", "compress", "methods", "__version__"]
 __version__ = "0.1.0"
+
+# public name -> the submodule defining it
+_LAZY = {
+    "Compressed": "core",
+    "compress": "core",
+    "methods": "core",
+    "Handle": "models",
+    "apply": "models",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+class _Package(types.ModuleType):
+    """The package's module type: keeps ``vistoken.methods`` the function. Importing the
+    subpackage ``vistoken.methods`` (which registers the built-in methods) would otherwise
+    set the package attribute of that name to the subpackage."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "methods" and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

@@ -14,6 +14,11 @@ input file, an input over the limits --max-pixels / --max-frames / --max-bytes, 
 that is a file, an option value the method rejects), 130 when interrupted. Errors are
 reported as one ``vistoken: error: ...`` line on stderr; ``--debug`` shows the traceback
 instead.
+
+Start-up: this module imports only the standard library at import time (``import vistoken``
+is lazy too), and :func:`main` imports everything else (torch, PyAV, the methods) inside its
+error handling, so Ctrl-C at any point after the interpreter started, including during
+``import torch``, exits 130 with one line.
 """
 
 from __future__ import annotations
@@ -29,8 +34,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from .core import check_retention
-from .eval import RATIOS
+# Only the standard library at module level: the console script imports this module before
+# main() runs, outside its KeyboardInterrupt handling; heavy imports happen inside main().
 
 __all__ = ["main"]
 
@@ -44,7 +49,6 @@ SUMMARY_NAME = "summary.json"
 SHEET_NAME = "sheet.png"
 FIDELITY_NAMES = ("fidelity.md", "fidelity.csv", "fidelity.png")
 FIDELITY_FRAMES = 32
-FIDELITY_RATIOS = RATIOS
 FIDELITY_OUT = "vistoken-fidelity"
 
 
@@ -80,6 +84,8 @@ class _Parser(argparse.ArgumentParser):
 
 def _retention(text: str) -> float:
     """--retention: a number in (0, 1], checked by the library's own rule."""
+    from .core import check_retention
+
     try:
         return check_retention(float(text))
     except ValueError as exc:
@@ -155,6 +161,8 @@ def _name_list(text: str) -> list[str]:
 
 def _ratio_list(text: str) -> list[float]:
     """--ratios: comma-separated retention ratios in (0, 1], none repeated."""
+    from .core import check_retention
+
     parts = _comma_parts(text, "numbers")
     ratios = []
     for part in parts:
@@ -303,6 +311,7 @@ def _add_run_options(p: argparse.ArgumentParser, default_out: str) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
+    from .eval import RATIOS
 
     parser = _Parser(
         prog=PROG,
@@ -383,7 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_ratio_list,
         metavar="R,R,...",
         help="comma-separated retention ratios in (0, 1] (default: "
-        f"{','.join(f'{r:g}' for r in FIDELITY_RATIOS)})",
+        f"{','.join(f'{r:g}' for r in RATIOS)})",
     )
     f.add_argument(
         "--out",
@@ -753,8 +762,10 @@ def _pre_llm_method(name: str, flag: str) -> Any:
 
 def _cmd_bench_fidelity(args: argparse.Namespace) -> int:
     # everything that can be checked cheaply, before decoding
+    from .eval import RATIOS
+
     names = _bench_methods(args.methods)
-    ratios = list(FIDELITY_RATIOS) if args.ratios is None else args.ratios
+    ratios = list(RATIOS) if args.ratios is None else args.ratios
     device = _resolve_device(args.device)
     out_dir = _output_folder(args.out, FIDELITY_OUT, FIDELITY_NAMES)
     if args.video is None:
@@ -1029,21 +1040,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``vistoken`` command line with ``argv`` (default: ``sys.argv[1:]``).
 
     Returns the exit status: 0 success, 1 runtime input error, 2 usage error, 130 interrupt.
+    Ctrl-C (KeyboardInterrupt) anywhere in here, building the parser and the imports it
+    needs included, gives 130 and one ``vistoken: error: interrupted`` line (the traceback
+    with ``--debug``).
     """
-    parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv  # until the arguments are parsed
     try:
-        args = parser.parse_args(argv)
-    except UsageError as exc:
-        _error(str(exc))
-        return 2
-    except SystemExit as exc:  # --help, --version
-        return exc.code if isinstance(exc.code, int) else 0
-    if args.command is None:
-        _error(f"a command is required: {', '.join(COMMANDS)} (see '{PROG} --help')")
-        return 2
+        parser = build_parser()
+        try:
+            args = parser.parse_args(argv)
+        except UsageError as exc:
+            _error(str(exc))
+            return 2
+        except SystemExit as exc:  # --help, --version
+            return exc.code if isinstance(exc.code, int) else 0
+        if args.command is None:
+            _error(f"a command is required: {', '.join(COMMANDS)} (see '{PROG} --help')")
+            return 2
+        debug = getattr(args, "debug", False)
+        return _run_command(args, debug)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        _error("interrupted")
+        return 130
 
-    debug = getattr(args, "debug", False)
+
+def _run_command(args: argparse.Namespace, debug: bool) -> int:
+    """Run the parsed command with vistoken's logging on stderr; errors as one line."""
     verbose = getattr(args, "verbose", False)
     pkg_logger = logging.getLogger("vistoken")
     handler = logging.StreamHandler(sys.stderr)
@@ -1058,11 +1083,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         _error(str(exc))
         return 2
-    except KeyboardInterrupt:
-        if debug:
-            raise
-        _error("interrupted")
-        return 130
     except (OSError, ValueError, TypeError, RuntimeError) as exc:
         if debug:
             raise
