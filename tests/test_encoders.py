@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import skimage.data as skimage_data  # a test dependency: fail, never skip, without it
 import torch
 
 from vistoken.encoders import (
@@ -12,8 +13,6 @@ from vistoken.encoders import (
     default_encoder,
     efficientnet_lite0_weights_path,
 )
-
-skimage_data = pytest.importorskip("skimage.data")
 
 IMAGENET_CATS = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -298,12 +299,20 @@ def test_bad_input():
         visionzip(x, r[:, :8], k, 4)
     with pytest.raises(ValueError, match=r"keys must have shape \(T, N, Dk\)"):
         visionzip(x, r, k[:1], 4)
-    with pytest.raises(ValueError, match="budget must be an int >= 1"):
+    with pytest.raises(ValueError, match=r"budget must be an int in \[1, "):
         visionzip(x, r, k, 0)
-    with pytest.raises(ValueError, match="budget must be an int >= 1"):
+    with pytest.raises(TypeError, match="budget"):
         visionzip(x, r, k, 2.5)
-    with pytest.raises(ValueError, match=r"dominant_share must be a number in \[0, 1\]"):
+    with pytest.raises(ValueError, match=r"dominant_share must be in \[0, 1\]"):
         visionzip(x, r, k, 4, dominant_share=1.5)
+    with pytest.raises(TypeError, match="dominant_share"):
+        visionzip(x, r, k, 4, dominant_share=True)
+    # one scalar rule: NumPy and one-element tensors are numbers too
+    a = visionzip(x, r, k, 4, dominant_share=np.float32(0.5))
+    b = visionzip(x, r, k, torch.tensor(4), dominant_share=0.5)
+    assert torch.equal(a.sources, b.sources)
+    big = torch.full((2, 9, 4), torch.finfo(torch.float32).max)
+    assert torch.isfinite(visionzip(big, r, k, 4).tokens).all()  # means never overflow
     with pytest.raises(ValueError, match="received must be a finite"):
         visionzip(x, torch.full((2, 9), float("nan")), k, 4)
     with pytest.raises(ValueError, match="grid"):

@@ -57,7 +57,7 @@ POSITION_KEY = "position_ids"
 ROTARY_KEY = "position_embeddings"
 
 #: (oldest, newest) transformers release the model tests ran on (both ends run in CI)
-TESTED: tuple[str, str] = ("5.18.0", "5.24.0")
+TESTED: tuple[str, str] = ("5.19.0", "5.24.0")
 
 _warned: set[str] = set()
 

@@ -36,7 +36,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
-from ..core import budget_for, check_retention
+from ..core import as_int, budget_for, check_retention
 from . import _hf
 
 __all__ = ["FastV"]
@@ -107,8 +107,7 @@ class FastV:
                 f"(e.g. Qwen2Model), got {type(text_model).__name__}"
             )
         n_layers = len(layers)
-        if isinstance(layer, bool) or not isinstance(layer, int):
-            raise TypeError(f"layer must be an int, got {type(layer).__name__}")
+        layer = as_int(layer, "layer")
         if not 1 <= layer < n_layers:
             raise ValueError(
                 f"layer must satisfy 1 <= layer < num_layers = {n_layers} (scores come from "

@@ -42,8 +42,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..core import Compressed, check_grid, check_tokens, grid_positions, identity
+from ..core import (
+    Compressed,
+    check_grid,
+    check_int,
+    check_real,
+    check_tokens,
+    grid_positions,
+    identity,
+)
 from ..ops import normalize, row_block, segment_count, segment_mean, work_dtype
+from ..ops.segment import finite_cast, sum_scale
 from ..ops.similarity import BLOCK_ELEMENTS
 from . import _hf
 
@@ -100,8 +109,7 @@ class AttentionProbe:
     def __init__(self, vision_tower: nn.Module, layer: int = -2, *, cls: bool = False) -> None:
         layers = _encoder_layers(vision_tower)
         n = len(layers)
-        if isinstance(layer, bool) or not isinstance(layer, int) or not -n <= layer < n:
-            raise ValueError(f"layer must be an int in [{-n}, {n - 1}], got {layer!r}")
+        layer = check_int(layer, "layer", -n, n - 1)
         attn = getattr(layers[layer], "self_attn", None)
         needed = ("q_proj", "k_proj", "num_heads", "head_dim")
         if attn is None or not all(hasattr(attn, a) for a in needed):
@@ -245,9 +253,7 @@ def frame_split(budget: int, frames: int, share: float) -> tuple[Tensor, Tensor,
 
 
 def _check_budget(budget: Any) -> int:
-    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
-        raise ValueError(f"budget must be an int >= 1, got {budget!r}")
-    return int(budget)
+    return check_int(budget, "budget", 1, 2**63 - 1)
 
 
 def visionzip(
@@ -315,13 +321,7 @@ def visionzip(
         if not v.is_floating_point() or not bool(torch.isfinite(v).all()):
             raise ValueError(f"{name} must be a finite floating tensor")
     budget = _check_budget(budget)
-    share = dominant_share
-    if (
-        isinstance(share, bool)
-        or not isinstance(share, (int, float))
-        or not 0.0 <= float(share) <= 1.0
-    ):
-        raise ValueError(f"dominant_share must be a number in [0, 1], got {share!r}")
+    share = check_real(dominant_share, "dominant_share", lambda v: 0.0 <= v <= 1.0, "in [0, 1]")
     g = check_grid(grid, n)
     if budget >= t * n:  # every token kept as itself, in input order
         out = identity(x, g, "visionzip")
@@ -383,7 +383,10 @@ def visionzip(
     keep = sources >= 0
     flat = x.reshape(t * n, d)
     seg = sources[keep]
-    out_tokens = segment_mean(flat[keep].to(work_dtype(x.dtype)), seg, m).to(x.dtype)
+    xw = flat[keep].to(work_dtype(x.dtype))
+    scale = sum_scale(float(xw.abs().amax()), xw.shape[0], xw.dtype)  # no overflow near max
+    means = segment_mean(xw * scale if scale != 1.0 else xw, seg, m)
+    out_tokens = finite_cast(means / scale if scale != 1.0 else means, x.dtype)
     anchors = anchor.nonzero().squeeze(1)
     positions = grid_positions(t, g, n, dev)[anchors]
     info = {
