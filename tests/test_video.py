@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
+import io
 import logging
 import math
 import re
@@ -346,6 +347,19 @@ def test_truncated_image(tmp_path: Path) -> None:
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(MediaError, match="corrupt or truncated"):
+        load_frames(path)
+
+
+@pytest.mark.filterwarnings("ignore:Corrupt EXIF data:UserWarning")
+def test_damaged_tiff_is_a_media_error(tmp_path: Path) -> None:
+    # Pillow raises TypeError("Missing dimensions") for it, not an OSError
+    buf = io.BytesIO()
+    Image.fromarray(np.full((40, 50, 3), 7, np.uint8)).save(buf, "TIFF")
+    data = bytearray(buf.getvalue())
+    data[8] ^= 0xFF  # the first directory's entry count
+    path = tmp_path / "damaged.tif"
+    path.write_bytes(bytes(data))
+    with pytest.raises(MediaError, match="corrupt or truncated image .*TypeError"):
         load_frames(path)
 
 
@@ -761,3 +775,30 @@ def test_high_bit_depth_video_frames(tmp_path: Path) -> None:
     for k, plane in enumerate(planes):  # the 16-bit grey value, scaled to 8 bits
         np.testing.assert_allclose(fr.array[k, ..., 0], plane / 257, atol=1)
         assert (fr.array[k] == fr.array[k, ..., :1]).all()
+
+
+@pytest.mark.parametrize("color_range", ["JPEG", "MPEG"])
+def test_full_and_limited_range_video_frames(tmp_path: Path, color_range: str) -> None:
+    # full-range (pc / JPEG) and limited-range (tv / MPEG) YUV both come out as the RGB encoded
+    colors8 = [(250, 250, 250), (3, 3, 3), (200, 40, 90)]
+    path = tmp_path / f"{color_range}.mkv"
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=25)
+        s.width, s.height, s.pix_fmt = 32, 16, "yuv420p"
+        s.codec_context.color_range = getattr(av.video.reformatter.ColorRange, color_range)
+        s.options = {"qp": "0"}
+        for rgb in colors8:
+            a = np.empty((16, 32, 3), np.uint8)
+            a[...] = rgb
+            f = av.VideoFrame.from_ndarray(a, format="rgb24")
+            f = f.reformat(format="yuv420p", dst_color_range=color_range)
+            for packet in s.encode(f):
+                c.mux(packet)
+        for packet in s.encode():
+            c.mux(packet)
+    with av.open(str(path)) as c:
+        frame = next(c.decode(video=0))
+        assert frame.color_range == getattr(av.video.reformatter.ColorRange, color_range)
+    got = load_frames(path, 3).array.reshape(3, -1, 3).astype(int)
+    for k, rgb in enumerate(colors8):
+        assert np.abs(got[k] - np.asarray(rgb)).max() <= 3, (k, got[k][0], rgb)

@@ -65,6 +65,7 @@ import math
 import operator
 import os
 import re
+import struct
 import sys
 import warnings
 from collections.abc import Callable, Iterator
@@ -501,6 +502,22 @@ def load_frames(
         return reader.read()
 
 
+# What Pillow raises on corrupt or truncated data besides OSError (its plugins are not
+# uniform: e.g. a TIFF with a damaged header gives TypeError("Missing dimensions")).
+_PIL_DATA_ERRORS = (
+    OSError,
+    SyntaxError,
+    ValueError,
+    TypeError,
+    EOFError,
+    IndexError,
+    KeyError,
+    struct.error,
+    ZeroDivisionError,
+    OverflowError,
+)
+
+
 def _open_image(p: Path) -> Image.Image:
     """``Image.open`` (reads the header only) without Pillow's DecompressionBombWarning:
     ``max_pixels`` is checked instead."""
@@ -519,7 +536,7 @@ def _check_image_header(p: Path, limits: _Limits) -> None:
         raise limits.bomb(str(p), exc) from None
     except MediaError:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+    except (UnidentifiedImageError, *_PIL_DATA_ERRORS):
         return
 
 
@@ -536,16 +553,18 @@ def _read_image(
             limits.check_output(source, 1, im.height, im.width)
             n = getattr(im, "n_frames", 1)
             im.load()
-            array = _rgb8(ImageOps.exif_transpose(im), source)
+            im = ImageOps.exif_transpose(im)
     except Image.DecompressionBombError as exc:
         raise limits.bomb(source, exc) from None
     except UnidentifiedImageError:
         return None
     except MediaError:
         raise
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise MediaError(f"{p} is a corrupt or truncated image ({exc})") from exc
-    array = np.ascontiguousarray(array[None])
+    except _PIL_DATA_ERRORS as exc:
+        raise MediaError(
+            f"{p} is a corrupt or truncated image ({type(exc).__name__}: {exc})"
+        ) from exc
+    array = np.ascontiguousarray(_rgb8(im, source)[None])
     notes = []
     if n > 1:
         notes.append(f"animated image with {n} frames: using its first frame")
