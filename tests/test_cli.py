@@ -280,6 +280,18 @@ def test_compress_replaces_the_old_outputs(tiny_png, old_run, capsys):
     )
 
 
+def test_out_of_memory_is_one_line(tmp_path, capsys, monkeypatch):
+    def exhausted(*args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr("vistoken.video.load_frames", exhausted)
+    code, stdout, err = run(capsys, "compress", CLIP, "--out", tmp_path / "out")
+    assert code == 1 and stdout == ""
+    assert "out of memory: use fewer --frames" in assert_one_error(err)
+    with pytest.raises(MemoryError):
+        main(["compress", CLIP, "--out", str(tmp_path / "out"), "--debug"])
+
+
 def test_bad_option_value_is_a_runtime_error(tmp_path, capsys):
     out = tmp_path / "out"
     code, _, err = run(

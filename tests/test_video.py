@@ -802,3 +802,14 @@ def test_full_and_limited_range_video_frames(tmp_path: Path, color_range: str) -
     got = load_frames(path, 3).array.reshape(3, -1, 3).astype(int)
     for k, rgb in enumerate(colors8):
         assert np.abs(got[k] - np.asarray(rgb)).max() <= 3, (k, got[k][0], rgb)
+
+
+def test_frame_that_cannot_be_converted_is_a_media_error() -> None:
+    class Unconvertible:  # stands in for a decoded frame swscale cannot convert
+        format = av.VideoFormat("yuv420p")
+
+        def to_ndarray(self, **kwargs):
+            raise av.error.PatchWelcomeError(-1, "no conversion")
+
+    with pytest.raises(MediaError, match=r"x.mp4: frame 7 \(pixel format yuv420p\) cannot be"):
+        video._frame_rgb(Unconvertible(), 64, 48, "x.mp4", 7)

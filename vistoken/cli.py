@@ -1088,6 +1088,14 @@ def _run_command(args: argparse.Namespace, debug: bool) -> int:
             raise
         _error(_message(exc))
         return 1
+    except MemoryError as exc:
+        if debug:
+            raise
+        _error(
+            f"out of memory{f' ({exc})' if str(exc) else ''}: use fewer --frames, or lower "
+            "--max-frames / --max-bytes so that inputs this large are refused up front"
+        )
+        return 1
     finally:
         pkg_logger.removeHandler(handler)
         pkg_logger.setLevel(old_level)

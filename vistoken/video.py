@@ -967,7 +967,7 @@ class _VideoReader:
                         if w in kept:
                             continue
                         d = cursor.fetch(w)
-                        out[slot] = d.frame.to_ndarray(format="rgb24", width=width, height=height)
+                        out[slot] = _frame_rgb(d.frame, width, height, self.source, w)
                         kept[w] = (slot, cursor.timestamp(d))
                         bar.update(1)
                 except _StreamEnd:
@@ -1021,6 +1021,18 @@ class _VideoReader:
             source=self.source,
             notes=tuple(self.notes),
         )
+
+
+def _frame_rgb(frame: Any, width: int, height: int, source: str, index: int) -> np.ndarray:
+    """A decoded video frame as (height, width, 3) uint8 RGB (FFmpeg's swscale, which rescales
+    any bit depth and honours the frame's colour range and matrix); MediaError if it cannot."""
+    try:
+        return frame.to_ndarray(format="rgb24", width=width, height=height)
+    except (av.error.FFmpegError, ValueError) as exc:
+        fmt = getattr(frame.format, "name", "?")
+        raise MediaError(
+            f"{source}: frame {index} (pixel format {fmt}) cannot be converted to RGB ({exc})"
+        ) from exc
 
 
 def _frame_rate(stream: Any) -> Fraction | None:
