@@ -232,7 +232,8 @@ def test_image_inputs(models):
 
 
 def test_visionzip_in_llava_onevision(models):
-    from vistoken.models.visionzip import AttentionProbe, resize_stats, visionzip
+    from vistoken.compressors.visionzip import visionzip
+    from vistoken.models.attention import AttentionProbe, resize_stats
 
     model = models["llava-onevision"]
     x = inputs_for("llava-onevision", model, seed=4)

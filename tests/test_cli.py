@@ -90,11 +90,16 @@ def test_demo_needs_no_arguments_and_defaults_to_cwd(tmp_path, capsys, monkeypat
 def test_methods_lists_every_method_with_its_description(capsys):
     code, stdout, _ = run(capsys, "methods")
     assert code == 0
-    lines = stdout.splitlines()
-    assert len(lines) == len(vt.methods())
-    for name, line in zip(vt.methods(), lines, strict=True):
+    heads = [ln for ln in stdout.splitlines() if not ln.startswith(" ")]
+    assert len(heads) == len(vt.methods())
+    for name, line in zip(vt.methods(), heads, strict=True):
+        spec = core.get_method(name)
         assert line.split()[0] == name
-        assert core.get_method(name).description in line
+        assert spec.description in line and spec.kind in line
+    # every option with its default (or "required") under its method
+    block = stdout.split("\nscc ")[1].split("\ntome ")[0]
+    assert "tau (default None)" in block and "mode (default 'exact')" in block
+    assert "received (required)" in stdout and "layer (default 2)" in stdout
 
 
 @pytest.fixture
@@ -292,13 +297,17 @@ def test_out_of_memory_is_one_line(tmp_path, capsys, monkeypatch):
         main(["compress", CLIP, "--out", str(tmp_path / "out"), "--debug"])
 
 
-def test_bad_option_value_is_a_runtime_error(tmp_path, capsys):
+def test_bad_option_value_is_a_usage_error_before_any_work(tmp_path, capsys):
+    """The registry's option check runs before decoding (it used to surface from the method,
+    exit 1, after the video was decoded and encoded)."""
     out = tmp_path / "out"
-    code, _, err = run(
+    code, stdout, err = run(
         capsys, "demo", "--frames", 1, "--option", "mode=bogus", "--out", out, "--quiet"
     )
-    assert code == 1
-    assert "mode" in assert_one_error(err)
+    assert code == 2
+    assert "mode must be one of ('exact', 'official')" in assert_one_error(err)
+    code, _, err = run(capsys, "demo", "--option", "window=0", "--method", "dycoke", "--quiet")
+    assert code == 2 and "window must be an int in [1, " in assert_one_error(err)
     assert not (out / "summary.json").exists()
 
 

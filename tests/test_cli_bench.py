@@ -29,7 +29,7 @@ def read_csv(path):
 def model_method(monkeypatch):
     """A registered method that acts inside a model (like fastv): never run by the bench."""
     spec = core.MethodSpec(
-        name="fake-in-model", fn=lambda x, **k: None, kind="select", needs_model=True
+        name="fake-in-model", fn=lambda x, **k: None, kind="select", stage="llm"
     )
     monkeypatch.setitem(core._REGISTRY, "fake-in-model", spec)
     return "fake-in-model"
@@ -100,7 +100,7 @@ def test_fidelity_defaults_skip_model_methods_and_write_to_cwd(
     code, stdout, err = run(capsys, "bench", "fidelity", "--frames", 1, "--ratios", 0.25)
     assert code == 0, err
     rows = read_csv(tmp_path / "vistoken-fidelity" / "fidelity.csv")
-    expected = [m for m in vt.methods() if not core.get_method(m).needs_model]
+    expected = [m for m in vt.methods() if core.get_method(m).stage == "tokens"]
     assert model_method in vt.methods() and model_method not in expected
     assert [r["method"] for r in rows] == expected
     assert {int(r["tokens"]) for r in rows} == {math.ceil(0.25 * TOKENS_PER_FRAME)}

@@ -12,7 +12,7 @@ from vistoken.core import budget_for, get_method
 
 SHAPES = [(1, 16, 8), (4, 49, 12), (3, 36, 5)]
 # methods that run on bare tokens (fastv and visionzip act inside a model: vt.apply)
-PRE_LLM = [m for m in vt.methods() if not get_method(m).needs_model]
+PRE_LLM = vt.methods(stage="tokens")
 
 
 def tokens(shape, seed=0, dtype=torch.float32):
@@ -57,7 +57,7 @@ def test_contract(method, shape):
 
 @pytest.mark.parametrize("method", ["fastv", "visionzip"])
 def test_in_model_methods_point_to_apply(method):
-    assert get_method(method).needs_model
+    assert get_method(method).stage in ("vision", "llm")
     with pytest.raises(ValueError, match="vt.apply"):
         vt.compress(tokens((2, 16, 4)), method, retention=0.5)
 

@@ -14,9 +14,9 @@ import pytest
 import torch
 
 import vistoken as vt
-from vistoken.core import as_real, budget_for, check_retention, get_method
+from vistoken.core import as_real, budget_for, check_retention
 
-PRE_LLM = [m for m in vt.methods() if not get_method(m).needs_model]
+PRE_LLM = vt.methods(stage="tokens")
 DTYPES = [torch.float32, torch.float64, torch.bfloat16, torch.float16]
 
 

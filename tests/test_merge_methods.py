@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import vistoken as vt
+from vistoken.compressors.pool import choose_grid
 from vistoken.core import get_method, grid_positions
-from vistoken.methods.pool import choose_grid
 
 
 def tokens(shape, seed=0, dtype=torch.float32):

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 import subprocess
 import sys
-import types
 
 import pytest
 
@@ -35,11 +35,10 @@ def test_public_names_are_the_library_objects():
         vt.nope  # noqa: B018
 
 
-def test_methods_stays_the_function_when_the_subpackage_is_imported():
-    import vistoken.methods.pool  # noqa: F401  (the subpackage vistoken.methods)
+def test_methods_is_the_function_and_the_methods_live_in_compressors():
+    import vistoken.compressors.pool  # noqa: F401
 
     assert callable(vt.methods) and vt.methods is core.methods
-    # what the import system does on a subpackage's first import: ignored for this name
-    vt.methods = types.ModuleType("vistoken.methods")
-    assert vt.methods is core.methods
-    assert isinstance(sys.modules["vistoken.methods"], types.ModuleType)
+    assert "vistoken.methods" not in sys.modules  # no subpackage shadows the function
+    with pytest.raises(ModuleNotFoundError):
+        importlib.import_module("vistoken.methods")

@@ -10,7 +10,7 @@ import torch
 from scipy.sparse.csgraph import connected_components
 
 import vistoken as vt
-from vistoken.methods.scc import scc_structure, spatial_step
+from vistoken.compressors.scc import scc_structure, spatial_step
 from vistoken.ops import hub_order, normalize
 
 
@@ -261,7 +261,7 @@ def test_large_temporal_graph_uses_packed_rows():
 def test_retention_search_matches_tau_mode(shape):
     # The search reuses cached similarities (per-frame, token pairs); its structure must be
     # the one the plain tau pass builds at the tau it reports.
-    from vistoken.methods.scc import _SearchCounter
+    from vistoken.compressors.scc import _SearchCounter
 
     x = clustered(*shape, k=12, noise=0.7, seed=shape[0], dtype=torch.float32)
     xn = normalize(x)

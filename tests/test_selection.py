@@ -6,10 +6,10 @@ import pytest
 import torch
 
 import vistoken as vt
+from vistoken.compressors._select import spread
+from vistoken.compressors.divprune import divprune_indices
+from vistoken.compressors.vidcom2 import frame_budgets
 from vistoken.core import budget_for, get_method, grid_positions
-from vistoken.methods._select import spread
-from vistoken.methods.divprune import divprune_indices
-from vistoken.methods.vidcom2 import frame_budgets
 from vistoken.ops import normalize
 
 SELECT = ["random", "uniform", "evs", "divprune", "vidcom2", "dycoke"]

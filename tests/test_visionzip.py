@@ -9,8 +9,9 @@ import torch.nn.functional as F
 import transformers  # noqa: F401  (a test dependency: fail, never skip, without it)
 from transformers import SiglipVisionConfig, SiglipVisionModel  # noqa: E402
 
+from vistoken.compressors.visionzip import frame_split, visionzip
 from vistoken.core import grid_positions
-from vistoken.models.visionzip import AttentionProbe, frame_split, resize_stats, visionzip
+from vistoken.models.attention import AttentionProbe, resize_stats
 
 
 def tiny_siglip(attn: str = "sdpa") -> SiglipVisionModel:
@@ -83,7 +84,7 @@ def test_probe_cls_row_drops_cls_token():
 
 
 def test_probe_blocks_and_calls_concatenate(monkeypatch):
-    import vistoken.models.visionzip as vz
+    import vistoken.models.attention as vz
 
     pixels = randn(6, 3, 32, 32, seed=5)
     model = tiny_siglip()

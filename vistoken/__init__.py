@@ -10,8 +10,6 @@ registry is first consulted (``vistoken.core.get_method`` / ``methods``).
 from __future__ import annotations
 
 import importlib
-import sys
-import types
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -42,17 +40,3 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
-
-
-class _Package(types.ModuleType):
-    """The package's module type: keeps ``vistoken.methods`` the function. Importing the
-    subpackage ``vistoken.methods`` (which registers the built-in methods) would otherwise
-    set the package attribute of that name to the subpackage."""
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name == "methods" and isinstance(value, types.ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package

@@ -8,10 +8,11 @@ Commands::
     vistoken bench fidelity [options]  every method at every ratio: fidelity.md/.csv/.png
     vistoken flops [options]           prefill FLOPs of a video VLM, full vs compressed
 
-Exit status: 0 on success, 2 for a usage error (bad flag or value, unknown method or option,
-detected before any work is done), 1 for a runtime input error (missing, unreadable or corrupt
-input file, an input over the limits --max-pixels / --max-frames / --max-bytes, output folder
-that is a file, an option value the method rejects), 130 when interrupted. Errors are
+Exit status: 0 on success, 2 for a usage error (bad flag or value, unknown method or option
+or an option value the method's registry entry rejects, detected before any work is done), 1
+for a runtime input error (missing, unreadable or corrupt input file, an input over the
+limits --max-pixels / --max-frames / --max-bytes, output folder that is a file), 130 when
+interrupted. Errors are
 reported as one ``vistoken: error: ...`` line on stderr; ``--debug`` shows the traceback
 instead.
 
@@ -422,12 +423,17 @@ def _cmd_methods(args: argparse.Namespace) -> int:
 
     names = methods()
     width = max((len(n) for n in names), default=0)
+    where = {
+        "tokens": "on tokens before the LLM",
+        "vision": "before the LLM, with vision-tower statistics (vt.apply only)",
+        "llm": "inside the LLM (vt.apply only)",
+    }
     for name in names:
         spec = get_method(name)
-        extra = f"  [options: {', '.join(spec.options)}]" if spec.options else ""
-        if spec.needs_model:
-            extra += "  [acts inside a model: not usable from this CLI]"
-        print(f"{name:<{width}}  {spec.description}{extra}")
+        print(f"{name:<{width}}  {spec.description}  [{spec.kind}; {where[spec.stage]}]")
+        for opt in spec.options:
+            default = "required" if opt.required else f"default {opt.default!r}"
+            print(f"{'':<{width}}    {opt.name} ({default}): {opt.doc}")
     return 0
 
 
@@ -457,7 +463,7 @@ def _method_options(args: argparse.Namespace) -> tuple[str, dict[str, Any], floa
         if key in options:
             raise UsageError(f"argument --option: use --{key} instead of --option {key}=...")
     if args.tau is not None:
-        if "tau" not in spec.options:
+        if "tau" not in spec.option_names:
             raise UsageError(
                 f"argument --tau: method {args.method!r} has no tau option (--tau is for scc); "
                 "use --retention"
@@ -465,20 +471,17 @@ def _method_options(args: argparse.Namespace) -> tuple[str, dict[str, Any], floa
         if "tau" in options:
             raise UsageError("argument --option: tau given both as --tau and --option tau=")
         options["tau"] = args.tau
-    if args.seed is not None and "seed" in spec.options:
+    if args.seed is not None and "seed" in spec.option_names:
         if "seed" in options:
             raise UsageError("argument --option: seed given both as --seed and --option seed=")
         options["seed"] = args.seed
-    unknown = sorted(set(options) - set(spec.options))
-    if unknown:
-        accepted = ", ".join(spec.options) or "none"
-        raise UsageError(
-            f"argument --option: unknown option(s) {', '.join(unknown)} for method "
-            f"{args.method!r}; accepted: {accepted}"
-        )
     retention = None
     if args.tau is None:
         retention = DEFAULT_RETENTION if args.retention is None else args.retention
+    try:  # the registry's one option check, before any work
+        options = spec.check_options(options, retention)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"argument --option: {exc}") from None
     return args.method, options, retention
 
 
@@ -735,10 +738,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def _bench_methods(names: list[str] | None) -> list[str]:
     """The methods of a bench run: ``names`` checked, or every pre-LLM method."""
-    from .core import get_method, methods
+    from .core import methods
 
     if names is None:
-        return [m for m in methods() if not get_method(m).needs_model]
+        return methods(stage="tokens")
     for name in names:
         _pre_llm_method(name, "--methods")
     return names
@@ -752,7 +755,7 @@ def _pre_llm_method(name: str, flag: str) -> Any:
         spec = get_method(name)
     except ValueError as exc:
         raise UsageError(f"argument {flag}: {exc}") from None
-    if spec.needs_model:
+    if spec.stage != "tokens":
         raise UsageError(
             f"argument {flag}: {name!r} acts inside a model and cannot run on encoder "
             "tokens; use vt.apply"
@@ -838,7 +841,7 @@ def _count_arg(text: str) -> int:
 
 
 def _add_flops_parser(sub: Any) -> None:
-    from .flops import DEFAULT_FASTV_LAYER, FORMULAS, PRESETS
+    from .flops import FORMULAS, PRESETS
 
     f = sub.add_parser(
         "flops",
@@ -895,7 +898,8 @@ def _add_flops_parser(sub: Any) -> None:
         "--layer",
         type=_int,
         metavar="K",
-        help=f"FastV's pruning layer, with --method fastv (default: {DEFAULT_FASTV_LAYER})",
+        help="FastV's pruning layer K, with --method fastv (default: the method's, see "
+        "'vistoken methods')",
     )
     f.add_argument(
         "--vision",
@@ -906,7 +910,7 @@ def _add_flops_parser(sub: Any) -> None:
 
 
 def _cmd_flops(args: argparse.Namespace) -> int:
-    from .flops import DEFAULT_FASTV_LAYER, check_method, kept_tokens, prefill_flops, resolve
+    from .flops import check_method, fastv_default_layer, kept_tokens, prefill_flops, resolve
 
     try:
         preset = resolve(args.model)
@@ -917,7 +921,7 @@ def _cmd_flops(args: argparse.Namespace) -> int:
     per_frame = args.tokens_per_frame or preset.tokens_per_frame
     visual = args.frames * per_frame
     text = args.text_tokens
-    layer = DEFAULT_FASTV_LAYER if args.method == "fastv" and args.layer is None else args.layer
+    layer = fastv_default_layer() if args.method == "fastv" and args.layer is None else args.layer
     common = {
         "formula": args.formula,
         "method": args.method,

@@ -177,21 +177,99 @@ if hasattr(torch.serialization, "add_safe_globals"):  # torch >= 2.4
 
 
 # A method: fn(x, *, grid, budget, **options) -> Compressed
-#   x: (T, N, D) validated input; grid: (H, W) or None; budget: exact output count or None
+#   x: (T, N, D) validated input; grid: (H, W) or None; budget: exact output count or None;
+#   options: already checked by the method's Option specs (methods never re-validate)
 MethodFn = Callable[..., Compressed]
+
+#: where a method acts: "tokens" on bare tokens before the LLM (``vt.compress`` and
+#: ``vt.apply``); "vision" before the LLM too, with statistics of the vision tower that
+#: ``vt.apply`` records (``vt.compress`` takes them as tensor options); "llm" inside the
+#: language model (``vt.apply`` only).
+STAGES = ("tokens", "vision", "llm")
+KINDS = ("merge", "select")
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option of a method: its default, its check and a one-line doc.
+
+    check(value, what) returns the value normalised (e.g. a NumPy float as a Python
+    float) or raises TypeError/ValueError naming ``what`` and what is accepted.
+    ``model`` options configure what ``vt.apply`` puts into the model (the layer a probe
+    or FastV hooks), not the tensor function; ``required`` ones have no default;
+    ``excludes_retention`` ones are the method's own alternative to ``retention``.
+    """
+
+    name: str
+    default: Any
+    check: Callable[[Any, str], Any]
+    doc: str = ""
+    model: bool = False
+    required: bool = False
+    excludes_retention: bool = False
 
 
 @dataclass(frozen=True)
 class MethodSpec:
-    """A registered method: its function and what it needs."""
+    """A registered method: its function, where it acts and its options.
+
+    fn: stage "tokens"/"vision": the tensor function ``fn(x, *, grid, budget, **options)``;
+    stage "llm": None (``model_part`` does the work). model_part: what ``vt.apply`` puts
+    into the model: stage "vision": ``model_part(vision_tower, **model_options)`` -> a
+    probe with ``pop() -> dict of statistics`` and ``remove()``; stage "llm":
+    ``model_part(text_model, retention=, **model_options)`` -> an object with
+    ``prepare(visual_mask, last)`` and ``remove()``. default_retention: used by
+    ``vt.apply`` when none is given (FastV: 0.5, its paper's R).
+    """
 
     name: str
-    fn: MethodFn
+    fn: MethodFn | None
     kind: str  # "merge" (outputs are means) or "select" (outputs are input tokens)
-    options: tuple[str, ...] = ()
+    stage: str = "tokens"
+    options: tuple[Option, ...] = ()
     needs_grid: bool = False
-    needs_model: bool = False
+    needs_budget: bool = True
+    default_retention: float | None = None
+    model_part: Callable[..., Any] | None = None
     description: str = ""
+
+    @property
+    def option_names(self) -> tuple[str, ...]:
+        return tuple(o.name for o in self.options)
+
+    def defaults(self) -> dict[str, Any]:
+        """Every option with a default, by name (required ones are left out)."""
+        return {o.name: o.default for o in self.options if not o.required}
+
+    def check_options(
+        self, options: Mapping[str, Any], retention: float | None = None
+    ) -> dict[str, Any]:
+        """The one option check (``compress``, ``apply`` and the CLI use it): unknown
+        names, each value by its Option, required ones, and the retention rule. Returns the
+        given options normalised (defaults are not filled in)."""
+        unknown = sorted(set(options) - set(self.option_names))
+        if unknown:
+            accepted = ", ".join(self.option_names) or "none"
+            raise ValueError(
+                f"unknown option(s) {', '.join(unknown)} for method {self.name!r}; "
+                f"accepted: {accepted}"
+            )
+        out = {}
+        for opt in self.options:
+            if opt.name in options:
+                out[opt.name] = opt.check(options[opt.name], f"{self.name} option {opt.name}")
+        own = [o.name for o in self.options if o.excludes_retention and out.get(o.name) is not None]
+        if retention is not None and own:
+            raise ValueError(f"{self.name} takes either retention or {own[0]}, not both")
+        if retention is None and self.needs_budget and self.stage != "llm" and not own:
+            raise ValueError(f"{self.name} needs retention=... (a fraction in (0, 1])")
+        return out
+
+    def split_options(self, options: Mapping[str, Any]) -> tuple[dict, dict]:
+        """(tensor-function options, model options) of checked ``options``."""
+        model = {o.name for o in self.options if o.model}
+        fn = {k: v for k, v in options.items() if k not in model}
+        return fn, {k: v for k, v in options.items() if k in model}
 
 
 _REGISTRY: dict[str, MethodSpec] = {}
@@ -201,13 +279,21 @@ def register(
     name: str,
     *,
     kind: str,
-    options: tuple[str, ...] = (),
+    stage: str = "tokens",
+    options: tuple[Option, ...] = (),
     needs_grid: bool = False,
-    needs_model: bool = False,
+    needs_budget: bool = True,
+    default_retention: float | None = None,
+    model_part: Callable[..., Any] | None = None,
+    description: str = "",
 ) -> Callable[[MethodFn], MethodFn]:
-    """Decorator that registers a compression method under ``name``."""
-    if kind not in ("merge", "select"):
-        raise ValueError(f"kind must be 'merge' or 'select', got {kind!r}")
+    """Decorator that registers a compression method under ``name`` (see MethodSpec)."""
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    if stage not in STAGES:
+        raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
+    if stage != "tokens" and model_part is None:
+        raise ValueError(f"a method of stage {stage!r} needs model_part")
 
     def deco(fn: MethodFn) -> MethodFn:
         if name in _REGISTRY:
@@ -215,12 +301,15 @@ def register(
         doc = (fn.__doc__ or "").strip().splitlines()
         _REGISTRY[name] = MethodSpec(
             name=name,
-            fn=fn,
+            fn=None if stage == "llm" else fn,
             kind=kind,
+            stage=stage,
             options=tuple(options),
             needs_grid=needs_grid,
-            needs_model=needs_model,
-            description=doc[0] if doc else "",
+            needs_budget=needs_budget,
+            default_retention=default_retention,
+            model_part=model_part,
+            description=description or (doc[0] if doc else ""),
         )
         return fn
 
@@ -228,15 +317,22 @@ def register(
 
 
 def _load_builtin_methods() -> None:
-    # Importing the subpackage registers every built-in method. (``from . import methods``
-    # would find the function of that name on the package, not the subpackage.)
-    importlib.import_module(f"{__package__}.methods")
+    # Importing the subpackage registers every built-in method.
+    importlib.import_module(f"{__package__}.compressors")
 
 
-def methods() -> list[str]:
-    """Every registered method name, sorted."""
+def methods(stage: str | None = None, kind: str | None = None) -> list[str]:
+    """Every registered method name, sorted; ``stage`` / ``kind`` filter (see STAGES)."""
     _load_builtin_methods()
-    return sorted(_REGISTRY)
+    if stage is not None and stage not in STAGES:
+        raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
+    if kind is not None and kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    return sorted(
+        name
+        for name, spec in _REGISTRY.items()
+        if (stage is None or spec.stage == stage) and (kind is None or spec.kind == kind)
+    )
 
 
 def get_method(name: str) -> MethodSpec:
@@ -246,6 +342,54 @@ def get_method(name: str) -> MethodSpec:
         known = ", ".join(sorted(_REGISTRY))
         raise ValueError(f"unknown method {name!r}; known methods: {known}")
     return _REGISTRY[name]
+
+
+# Option builders: the checks every method's options use.
+
+
+def real_option(
+    name: str,
+    default: Any,
+    ok: Callable[[float], bool],
+    accepted: str,
+    doc: str = "",
+    **flags: Any,
+) -> Option:
+    """A real-number option (the scalar rule); None is accepted when it is the default."""
+
+    def check(value: Any, what: str) -> float | None:
+        if value is None and default is None:
+            return None
+        return check_real(value, what, ok, accepted)
+
+    return Option(name, default, check, doc, **flags)
+
+
+def int_option(name: str, default: Any, low: int, high: int, doc: str = "", **flags: Any) -> Option:
+    """An integer option in [low, high] (the scalar rule)."""
+    return Option(name, default, lambda v, what: check_int(v, what, low, high), doc, **flags)
+
+
+def choice_option(name: str, default: str, choices: tuple[str, ...], doc: str = "") -> Option:
+    """A string option, one of ``choices``."""
+
+    def check(value: Any, what: str) -> str:
+        if not isinstance(value, str) or value not in choices:
+            raise ValueError(f"{what} must be one of {choices}, got {value!r}")
+        return value
+
+    return Option(name, default, check, doc)
+
+
+def tensor_option(name: str, doc: str = "") -> Option:
+    """A required tensor input (vision-tower statistics of a "vision" method)."""
+
+    def check(value: Any, what: str) -> Tensor:
+        if not isinstance(value, Tensor):
+            raise TypeError(f"{what} must be a torch.Tensor, got {type(value).__name__}")
+        return value
+
+    return Option(name, None, check, doc, required=True)
 
 
 # --------------------------------------------------------------------------------------
@@ -479,7 +623,8 @@ def compress(
         retention: fraction in (0, 1]. When given the output has exactly
             max(1, ceil(retention * T * N)) tokens; 1.0 returns the input unchanged.
         grid: (H, W) with H * W == N; default (s, s) when N is a perfect square.
-        **options: the method's own options (see ``get_method(name).options``).
+        **options: the method's own options (``get_method(name).options``: names,
+            defaults, checks). "vision" methods take their tower statistics here too.
 
     Returns:
         A :class:`Compressed` whose tokens have the input's dtype and device.
@@ -491,17 +636,20 @@ def compress(
     means never overflow for finite input.
     """
     spec = get_method(method)
-    if spec.needs_model:
+    if spec.stage == "llm":
         raise ValueError(
             f"method {method!r} acts inside a model and cannot run on bare tokens; "
             f"use vt.apply(model, {method!r}, ...) instead"
         )
-    unknown = sorted(set(options) - set(spec.options))
-    if unknown:
-        accepted = ", ".join(spec.options) or "none"
+    r = check_retention(retention) if retention is not None else None
+    options = spec.check_options(options, r)
+    missing = [o.name for o in spec.options if o.required and o.name not in options]
+    if missing:
         raise ValueError(
-            f"unknown option(s) {', '.join(unknown)} for method {method!r}; accepted: {accepted}"
+            f"method {method!r} needs {', '.join(missing)} (vision-tower statistics; "
+            f"vt.apply(model, {method!r}, ...) records them)"
         )
+    fn_options, _ = spec.split_options(options)
     x = check_tokens(tokens)
     t, n, _ = x.shape
     g = check_grid(grid, n)
@@ -511,13 +659,13 @@ def compress(
             f"pass grid=(H, W) with H * W == {n}"
         )
     budget = None
-    if retention is not None:
-        r = check_retention(retention)
+    if r is not None:
         budget = budget_for(r, t * n)
         if budget == t * n:
             return identity(x, g, method)
+    assert spec.fn is not None
     with torch.no_grad():
-        out = spec.fn(x, grid=g, budget=budget, **options)
+        out = spec.fn(x, grid=g, budget=budget, **fn_options)
     if budget is not None and out.num_tokens != budget:  # a broken method, not bad input
         raise RuntimeError(
             f"method {method!r} returned {out.num_tokens} tokens for a budget of {budget}"

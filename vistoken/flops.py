@@ -65,7 +65,6 @@ __all__ = [
 ]
 
 FORMULAS = ("fastv", "exact")
-DEFAULT_FASTV_LAYER = 2  # FastV's K (paper: K=2, R=50%)
 
 
 @dataclass(frozen=True)
@@ -345,7 +344,7 @@ def prefill_flops(
     kept = text + kept_tokens(visual, retention)
     layers = llm.num_hidden_layers
     if method == "fastv":
-        k = DEFAULT_FASTV_LAYER if layer is None else layer
+        k = fastv_default_layer() if layer is None else layer
         if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k <= layers:
             raise ValueError(
                 f"layer must be an integer in [0, {layers}] (the LLM's layer count), got {k!r}"
@@ -379,6 +378,13 @@ def prefill_flops(
     return float(total)
 
 
+def fastv_default_layer() -> int:
+    """FastV's K from the method registry (its one home; imports the registry)."""
+    from .core import get_method
+
+    return int(get_method("fastv").defaults()["layer"])
+
+
 def check_method(method: Any) -> None:
     """``method`` must be None, ``"fastv"`` or a registered method acting before the LLM."""
     if method is None or method == "fastv":
@@ -391,8 +397,8 @@ def check_method(method: Any) -> None:
         spec = get_method(method)
     except ValueError as exc:
         raise ValueError(f"{exc} (or 'fastv', pruning inside the LLM)") from None
-    if spec.needs_model:
+    if spec.stage == "llm":  # stages "tokens"/"vision" compress before the LLM: one cost
         raise ValueError(
-            f"method {method!r} acts inside the model; the cost model knows only 'fastv' "
+            f"method {method!r} acts inside the LLM; the cost model knows only 'fastv' "
             "among those"
         )

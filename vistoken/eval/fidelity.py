@@ -229,7 +229,7 @@ def _pre_llm_methods(grid: tuple[int, int] | None) -> list[str]:
     names = []
     for m in methods():
         spec = get_method(m)
-        if spec.needs_model or (spec.needs_grid and grid is None):
+        if spec.stage != "tokens" or (spec.needs_grid and grid is None):
             continue
         names.append(m)
     return names
@@ -265,7 +265,7 @@ def run_fidelity(
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
     names = _pre_llm_methods(g) if methods is None else [
-        m for m in methods if not get_method(m).needs_model
+        m for m in methods if get_method(m).stage == "tokens"
     ]
     if queries is None:
         queries = fixed_queries(d)

@@ -40,9 +40,6 @@ from .families import Family, family_of
 
 log = logging.getLogger(__name__)
 
-_IN_MODEL = ("fastv", "visionzip")
-
-
 class Handle:
     """A compressor applied to one model instance. ``remove()`` (or leaving the ``with``
     block) takes it out again.
@@ -63,8 +60,10 @@ class Handle:
         self.model = model
         self.family = family
         self.method = method
+        self.spec = get_method(method)
         self.retention = retention
         self.options = dict(options)
+        self._fn_options, self._model_options = self.spec.split_options(self.options)
         self.last: list[Compressed] = []
         self.stats: dict[str, Any] = {}
         self._hooks: list[Any] = []
@@ -120,8 +119,8 @@ class Handle:
                     "vt.apply compresses visual tokens in a prefill that starts from an empty "
                     f"cache; this call has {past} cached tokens"
                 )
-            if self.method == "fastv":
-                self._fastv_prepare(kwargs)
+            if self.spec.stage == "llm":
+                self._llm_prepare(kwargs)
                 return (), kwargs
             return (), self._prefill(module, kwargs)
         state = self._states.get(cache) if cache is not None else None
@@ -137,7 +136,8 @@ class Handle:
                 "call handle.remove() for training"
             )
 
-    def _fastv_prepare(self, kwargs: dict[str, Any]) -> None:
+    def _llm_prepare(self, kwargs: dict[str, Any]) -> None:
+        """An in-LLM method's prefill: tell its part which positions are visual."""
         ids = kwargs.get("input_ids")
         if ids is None:
             raise ValueError("vt.apply needs input_ids to find the visual placeholder tokens")
@@ -157,22 +157,14 @@ class Handle:
         }
 
     def _compress_unit(self, unit: Any) -> Compressed:
-        t, n, _ = unit.tokens.shape
-        if self.method == "visionzip":
-            from .visionzip import visionzip
-
-            budget = budget_for(self.retention, t * n)
-            opts = {k: v for k, v in self.options.items() if k == "dominant_share"}
-            return visionzip(
-                unit.tokens,
-                unit.extra["received"],
-                unit.extra["keys"],
-                budget,
-                grid=unit.grid,
-                **opts,
-            )
+        # unit.extra: a "vision" method's tower statistics on the unit's grid
         return compress(
-            unit.tokens, self.method, retention=self.retention, grid=unit.grid, **self.options
+            unit.tokens,
+            self.method,
+            retention=self.retention,
+            grid=unit.grid,
+            **self._fn_options,
+            **unit.extra,
         )
 
     def _prefill(self, module: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -188,9 +180,8 @@ class Handle:
         units = self.family.units(module, kwargs, ids, embeds)
         if not units:
             return kwargs
-        if self.method == "visionzip":
-            received, keys = self._parts[0].pop()
-            self.family.attach_vision_stats(module, units, received, keys)
+        if self.spec.stage == "vision":
+            self.family.attach_vision_stats(module, units, self._parts[0].pop_stats())
         keep = torch.ones(ids.shape, dtype=torch.bool, device=ids.device)
         sync = embeds.device.type == "cuda"
         if sync:
@@ -253,44 +244,30 @@ def apply(model: Any, method: str, *, retention: float | None = None, **options:
     family = family_of(model)
     _hf.warn_if_untested()
     spec = get_method(method)
+    if retention is None:
+        retention = spec.default_retention
     if retention is not None:
         retention = check_retention(retention)
-    allowed = set(spec.options)
-    unknown = sorted(set(options) - allowed)
-    if unknown:
-        raise ValueError(
-            f"unknown option(s) {unknown} for method {method!r}; "
-            f"accepted: {sorted(allowed) or 'none'}"
-        )
+    options = spec.check_options(options, retention)  # the one check, no probe run
     existing = model.__dict__.get("_vistoken_handle")
     if existing is not None and existing.active:
         raise ValueError(
             f"this model already carries {existing!r}; call .remove() on it before applying another"
         )
-    if method in _IN_MODEL:
-        if method == "fastv" and retention is None:
-            retention = 0.5  # FastV's paper setting, R = 50%
-        if retention is None:
-            raise ValueError(
-                f"method {method!r} needs retention= (the share of visual tokens kept)"
-            )
-    else:
-        # surface a missing retention or a bad option value now, not inside the model
-        probe = torch.linspace(-1.0, 1.0, 2 * 4 * 3).reshape(2, 4, 3)
-        compress(probe, method, retention=retention, grid=(2, 2), **options)
+    if spec.stage != "tokens" and retention is None:
+        raise ValueError(f"method {method!r} needs retention= (the share of visual tokens kept)")
     handle = Handle(model, family, method, retention, options)
     inner = handle._inner
-    if method == "fastv":
-        from .fastv import FastV
-
+    assert spec.model_part is not None or spec.stage == "tokens"
+    if spec.stage == "llm":
         handle._parts.append(
-            FastV(family.language_model(model), retention=retention, layer=options.get("layer", 2))
+            spec.model_part(
+                family.language_model(model), retention=retention, **handle._model_options
+            )
         )
-    elif method == "visionzip":
-        from .visionzip import AttentionProbe
-
+    elif spec.stage == "vision":
         tower = family.vision_tower(inner)  # TypeError for families without tower statistics
-        handle._parts.append(AttentionProbe(tower, layer=options.get("layer", -2)))
+        handle._parts.append(spec.model_part(tower, **handle._model_options))
     handle._hooks.append(inner.register_forward_pre_hook(handle._pre_hook, with_kwargs=True))
     handle._hooks.append(model.register_forward_pre_hook(handle._outer_pre_hook, with_kwargs=True))
     model.__dict__["_vistoken_handle"] = handle

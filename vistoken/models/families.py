@@ -134,10 +134,12 @@ class Family:
             f"{', '.join(self.class_names)}"
         )
 
-    def attach_vision_stats(
-        self, inner: Any, units: list[Unit], received: Tensor, keys: Tensor
-    ) -> None:
-        """Give each unit the tower statistics of its frames, on the unit's token grid."""
+    def attach_vision_stats(self, inner: Any, units: list[Unit], stats: dict[str, Tensor]) -> None:
+        """Give each unit the tower statistics of its frames, on the unit's token grid.
+
+        stats: name -> (F', P) or (F', P, C) per-patch statistics of the latest tower calls
+        (a "vision" method's probe); each unit's ``extra`` gets them by the same names.
+        """
         self.vision_tower(inner)
 
 
@@ -162,22 +164,20 @@ class LlavaOnevisionFamily(Family):
     def vision_tower(self, inner: Any) -> Any:
         return inner.vision_tower
 
-    def attach_vision_stats(
-        self, inner: Any, units: list[Unit], received: Tensor, keys: Tensor
-    ) -> None:
-        """received: (F', P) and keys (F', P, Dk) on the tower's patch grid, the latest F
-        frames this prefill's (older records come from direct feature calls). They are
-        resized to the pooled grid with the model's own bilinear pooling (our choice: the
-        paper selects before pooling, LLaVA-OneVision pools after the projector)."""
-        from .visionzip import resize_stats
+    def attach_vision_stats(self, inner: Any, units: list[Unit], stats: dict[str, Tensor]) -> None:
+        """The latest F frames of each statistic are this prefill's (older records come
+        from direct feature calls). They are resized from the tower's patch grid to the
+        pooled grid with the model's own bilinear pooling (our choice: VisionZip selects
+        before pooling, LLaVA-OneVision pools after the projector)."""
+        from .attention import resize_stats
 
         frames = sum(u.tokens.shape[0] for u in units)
-        if received.shape[0] < frames:
+        recorded = min(v.shape[0] for v in stats.values())
+        if recorded < frames:
             raise RuntimeError(
-                f"the vision tower's attention was recorded for {received.shape[0]} frames, "
+                f"the vision tower's attention was recorded for {recorded} frames, "
                 f"the prefill has {frames}"
             )
-        received, keys = received[-frames:], keys[-frames:]
         src, dst = self.base_grid(inner.config), self.video_grid(inner.config)
         start = 0
         for unit in units:
@@ -187,9 +187,10 @@ class LlavaOnevisionFamily(Family):
                     "visionzip in LLaVA-OneVision supports videos (frames on the pooled grid); "
                     "use a pre-LLM method for images"
                 )
-            r = resize_stats(received[start : start + t, :, None], src, dst)[..., 0]
-            k = resize_stats(keys[start : start + t], src, dst)
-            unit.extra = {"received": r, "keys": k}
+            unit.extra = {
+                name: resize_stats(v[v.shape[0] - frames + start :][:t], src, dst)
+                for name, v in stats.items()
+            }
             start += t
 
     def units(

@@ -20,7 +20,7 @@ from torch import Tensor
 
 from ..core import Compressed, register
 from ..ops import normalize, row_block
-from ._select import need_budget, selection
+from ._select import selection
 
 
 def isolation(xn: Tensor) -> Tensor:
@@ -57,7 +57,7 @@ def divprune_indices(xn: Tensor, k: int) -> Tensor:
 @register("divprune", kind="select")
 def divprune(x: Tensor, *, grid: tuple[int, int] | None, budget: int | None) -> Compressed:
     """DivPrune: greedy max-min cosine diversity over all tokens of the video."""
-    k = need_budget("divprune", budget)
+    k = int(budget)
     t, n, d = x.shape
     picks = divprune_indices(normalize(x.reshape(t * n, d)), k)
     return selection(x, picks, grid, {"method": "divprune", "pick_order": picks})

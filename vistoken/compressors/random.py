@@ -10,11 +10,15 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..core import INT64_MAX, Compressed, check_int, register
-from ._select import need_budget, selection
+from ..core import INT64_MAX, Compressed, int_option, register
+from ._select import selection
 
 
-@register("random", kind="select", options=("seed",))
+@register(
+    "random",
+    kind="select",
+    options=(int_option("seed", 0, 0, INT64_MAX, "seed of the CPU generator"),),
+)
 def random_select(
     x: Tensor, *, grid: tuple[int, int] | None, budget: int | None, seed: int = 0
 ) -> Compressed:
@@ -23,8 +27,7 @@ def random_select(
     The kept set is the first ``budget`` entries of ``torch.randperm(T*N)`` drawn from a CPU
     generator seeded with ``seed``; the kept tokens are returned in input order.
     """
-    seed = check_int(seed, "random option seed", 0, INT64_MAX)
-    k = need_budget("random", budget)
+    k = int(budget)
     t, n, _ = x.shape
     gen = torch.Generator().manual_seed(seed)
     keep = torch.randperm(t * n, generator=gen)[:k]

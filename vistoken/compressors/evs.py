@@ -19,7 +19,7 @@ from torch import Tensor
 
 from ..core import Compressed, register
 from ..ops import normalize
-from ._select import need_budget, selection, spread
+from ._select import selection, spread
 
 
 def evs_scores(x: Tensor) -> Tensor:
@@ -34,7 +34,7 @@ def evs_scores(x: Tensor) -> Tensor:
 @register("evs", kind="select")
 def evs(x: Tensor, *, grid: tuple[int, int] | None, budget: int | None) -> Compressed:
     """EVS: keep frame 0 and the tokens that changed most since the previous frame."""
-    k = need_budget("evs", budget)
+    k = int(budget)
     t, n, _ = x.shape
     if k <= n:
         keep = spread(k, grid, n, x.device)

@@ -16,13 +16,6 @@ from torch import Tensor
 from ..core import Compressed, grid_positions
 
 
-def need_budget(name: str, budget: int | None) -> int:
-    """``budget`` as an int; ValueError when it is None (these methods have no other knob)."""
-    if budget is None:
-        raise ValueError(f"{name} needs retention=... (a fraction in (0, 1])")
-    return int(budget)
-
-
 def selection(
     x: Tensor, keep_idx: Tensor, grid: tuple[int, int] | None, info: dict[str, Any]
 ) -> Compressed:

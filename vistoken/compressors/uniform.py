@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from ..core import Compressed, register
-from ._select import need_budget, selection, spread
+from ._select import selection, spread
 
 
 def frame_counts(budget: int, t: int, n: int, device) -> Tensor:
@@ -29,7 +29,7 @@ def frame_counts(budget: int, t: int, n: int, device) -> Tensor:
 @register("uniform", kind="select")
 def uniform(x: Tensor, *, grid: tuple[int, int] | None, budget: int | None) -> Compressed:
     """Evenly spaced selection: budget spread evenly over frames, cells evenly over the grid."""
-    k = need_budget("uniform", budget)
+    k = int(budget)
     t, n, _ = x.shape
     counts = frame_counts(k, t, n, x.device)
     lo = k // t  # every count is lo or lo + 1

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..core import INT64_MAX, Compressed, check_int, check_real, register
+from ..core import INT64_MAX, Compressed, choice_option, int_option, real_option, register
 from ..ops import (
     BlockGraph,
     dense_components,
@@ -344,20 +344,31 @@ def _search_tau(count_at, budget: int, total: int):
     return hi, c_hi, hi_state
 
 
-def _check_options(tau, mode, epsilon, seed) -> tuple[float | None, str, float, int]:
-    """The options as (tau or None, mode, epsilon, seed); TypeError/ValueError otherwise."""
-    if not isinstance(mode, str) or mode not in MODES:
-        raise ValueError(f"scc option mode must be one of {MODES}, got {mode!r}")
-    if tau is not None:
-        tau = check_real(
-            tau, "scc option tau", math.isfinite, "a finite number (a cosine threshold)"
-        )
-    epsilon = check_real(epsilon, "scc option epsilon", lambda v: 0 < v <= 1, "a number in (0, 1]")
-    seed = check_int(seed, "scc option seed", 0, INT64_MAX)
-    return tau, mode, epsilon, seed
-
-
-@register("scc", kind="merge", options=("tau", "mode", "epsilon", "seed"))
+@register(
+    "scc",
+    kind="merge",
+    needs_budget=False,
+    options=(
+        real_option(
+            "tau",
+            None,
+            math.isfinite,
+            "a finite number (a cosine threshold)",
+            f"similarity threshold, instead of retention (adaptive count; {DEFAULT_TAU} "
+            "when neither is given)",
+            excludes_retention=True,
+        ),
+        choice_option("mode", "exact", MODES, "exact components, or the official sampling"),
+        real_option(
+            "epsilon",
+            DEFAULT_EPSILON,
+            lambda v: 0 < v <= 1,
+            "a number in (0, 1]",
+            "official mode: sampling error (s = ceil(ln n / eps^2) nodes)",
+        ),
+        int_option("seed", 0, 0, INT64_MAX, "official mode: sampling seed"),
+    ),
+)
 def scc(
     x: Tensor,
     *,
@@ -375,9 +386,6 @@ def scc(
     the fewest input tokens (ties: the later one) are dropped before the final merge, so
     their tokens fold into the nearest survivor. Otherwise tau (default 0.9) sets the count.
     """
-    tau, mode, epsilon, seed = _check_options(tau, mode, epsilon, seed)
-    if budget is not None and tau is not None:
-        raise ValueError("scc takes either retention or tau, not both")
     t, n, d = x.shape
     total = t * n
     xw = x.to(work_dtype(x.dtype))

@@ -89,8 +89,6 @@ def tome(x: Tensor, *, grid: tuple[int, int] | None, budget: int | None) -> Comp
     x: (T, N, D). Rounds of even/odd (A/B) matching by cosine, the most similar pairs merged
     by size-weighted average; the sequence order is kept (see the module docstring).
     """
-    if budget is None:
-        raise ValueError("tome needs retention=...")
     t, n, d = x.shape
     total = t * n
     xw = x.reshape(total, d).to(work_dtype(x.dtype))

@@ -26,9 +26,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..core import INT64_MAX, Compressed, check_int, register
+from ..core import INT64_MAX, Compressed, int_option, register
 from ..ops import normalize
-from ._select import need_budget, selection, spread
+from ._select import selection, spread
 
 DEFAULT_WINDOW = 4
 
@@ -50,13 +50,20 @@ def dycoke_keys(x: Tensor, window: int) -> tuple[Tensor, Tensor]:
     return tier.unsqueeze(1).expand(t, n), sim
 
 
-@register("dycoke", kind="select", options=("window",))
+@register(
+    "dycoke",
+    kind="select",
+    options=(
+        int_option(
+            "window", DEFAULT_WINDOW, 1, INT64_MAX, "frames per window (longer than T: all)"
+        ),
+    ),
+)
 def dycoke(
     x: Tensor, *, grid: tuple[int, int] | None, budget: int | None, window: int = DEFAULT_WINDOW
 ) -> Compressed:
     """DyCoke temporal merging: drop tokens most similar to an earlier frame of their window."""
-    window = check_int(window, "dycoke option window", 1, INT64_MAX)
-    k = need_budget("dycoke", budget)
+    k = int(budget)
     t, n, _ = x.shape
     if k <= n:
         keep = spread(k, grid, n, x.device)

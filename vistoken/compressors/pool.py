@@ -155,8 +155,6 @@ def pool(x: Tensor, *, grid: tuple[int, int] | None, budget: int | None) -> Comp
     x: (T, N, D). The pooled grid is the most balanced one (see the module docstring);
     cells never overlap, so each input token is averaged into exactly one output.
     """
-    if budget is None:
-        raise ValueError("pool needs retention=...")
     t, n, d = x.shape
     g = grid if grid is not None else (1, n)
     total = t * n

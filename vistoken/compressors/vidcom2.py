@@ -27,9 +27,9 @@ import math
 import torch
 from torch import Tensor
 
-from ..core import Compressed, check_real, register
+from ..core import Compressed, real_option, register
 from ..ops import normalize, pow2_scale, work_dtype
-from ._select import need_budget, selection
+from ._select import selection
 
 DEFAULT_TEMPERATURE = 0.01
 _ALPHAS = (0.125, 0.25, 0.5, 1.0, 2.0)
@@ -83,7 +83,19 @@ def frame_budgets(uniqueness: Tensor, budget: int, n: int, temperature: float) -
     return k
 
 
-@register("vidcom2", kind="select", options=("temperature",))
+@register(
+    "vidcom2",
+    kind="select",
+    options=(
+        real_option(
+            "temperature",
+            DEFAULT_TEMPERATURE,
+            lambda v: math.isfinite(v) and v > 0,
+            "a finite number > 0",
+            "softmax temperature of the frame budgets (the released 0.01)",
+        ),
+    ),
+)
 def vidcom2(
     x: Tensor,
     *,
@@ -92,13 +104,7 @@ def vidcom2(
     temperature: float = DEFAULT_TEMPERATURE,
 ) -> Compressed:
     """VidCom2: per-frame budgets from frame uniqueness, each frame keeps its outlier tokens."""
-    temperature = check_real(
-        temperature,
-        "vidcom2 option temperature",
-        lambda v: math.isfinite(v) and v > 0,
-        "a finite number > 0",
-    )
-    k = need_budget("vidcom2", budget)
+    k = int(budget)
     t, n, _ = x.shape
     uniqueness, score = vidcom2_scores(x)
     counts = frame_budgets(uniqueness, k, n, temperature)
