@@ -270,6 +270,20 @@ def test_right_padded_batch_equals_each_sample_alone(models, name, method, attn)
         torch.testing.assert_close(together[i], a[0], atol=ATOL_BATCH, rtol=0)
 
 
+# two beams, both returned, scores = summed log-probabilities (no length penalty)
+BEAMS = dict(
+    max_new_tokens=3,
+    min_new_tokens=3,
+    num_beams=2,
+    num_return_sequences=2,
+    length_penalty=0.0,
+    do_sample=False,
+    output_scores=True,
+    return_dict_in_generate=True,
+    pad_token_id=tiny.PAD_ID,
+)
+
+
 def sequence_logprob(model, prefill, sequences, steps):
     """Sum of log-probabilities of the generated tokens under a full recompute."""
     logits, _ = recompute(model, prefill, sequences, steps)
@@ -286,18 +300,7 @@ def test_beam_search_scores_equal_a_full_recompute(models, name):
     try:
         with vt.apply(model, "tome", retention=0.3):
             with torch.no_grad():
-                out = model.generate(
-                    **x,
-                    max_new_tokens=3,
-                    min_new_tokens=3,
-                    num_beams=2,
-                    num_return_sequences=2,
-                    length_penalty=0.0,
-                    do_sample=False,
-                    output_scores=True,
-                    return_dict_in_generate=True,
-                    pad_token_id=tiny.PAD_ID,
-                )
+                out = model.generate(**x, **BEAMS)
     finally:
         hook.remove()
     prefill = calls[0]
@@ -314,18 +317,7 @@ def test_fastv_beam_search_scores_equal_a_pinned_recompute(models, name):
     model = models(name, "sdpa")
     x = singles(name, model)[0]
     with vt.apply(model, "fastv", retention=0.25) as h, torch.no_grad():
-        out = model.generate(
-            **x,
-            max_new_tokens=3,
-            min_new_tokens=3,
-            num_beams=2,
-            num_return_sequences=2,
-            length_penalty=0.0,
-            do_sample=False,
-            output_scores=True,
-            return_dict_in_generate=True,
-            pad_token_id=tiny.PAD_ID,
-        )
+        out = model.generate(**x, **BEAMS)
         keep = h._parts[0].last_keep.clone()
         assert torch.equal(keep[0], keep[1])
         beams = batch([x, x])
