@@ -8,19 +8,22 @@ import transformers  # noqa: F401  (a test dependency: fail, never skip, without
 from model_helpers import lengths_seen, logits  # noqa: E402
 
 import vistoken as vt  # noqa: E402
-from vistoken.models import tiny  # noqa: E402
+from vistoken import testing  # noqa: E402
 
 FAMILIES = {
     "llava-onevision": (
-        tiny.tiny_llava_onevision,
-        lambda m, s=0: tiny.llava_onevision_inputs(m, [4], seed=s),
+        testing.tiny_llava_onevision,
+        lambda m, s=0: testing.llava_onevision_inputs(m, [4], seed=s),
     ),
-    "qwen2-vl": (tiny.tiny_qwen2_vl, lambda m, s=0: tiny.qwen_vl_inputs(m, [(4, 8, 8)], seed=s)),
+    "qwen2-vl": (
+        testing.tiny_qwen2_vl,
+        lambda m, s=0: testing.qwen_vl_inputs(m, [(4, 8, 8)], seed=s),
+    ),
     "qwen2.5-vl": (
-        tiny.tiny_qwen2_5_vl,
-        lambda m, s=0: tiny.qwen_vl_inputs(m, [(4, 8, 8)], seed=s),
+        testing.tiny_qwen2_5_vl,
+        lambda m, s=0: testing.qwen_vl_inputs(m, [(4, 8, 8)], seed=s),
     ),
-    "internvl": (tiny.tiny_internvl, lambda m, s=0: tiny.internvl_inputs(m, [4], seed=s)),
+    "internvl": (testing.tiny_internvl, lambda m, s=0: testing.internvl_inputs(m, [4], seed=s)),
 }
 
 
@@ -115,15 +118,15 @@ def test_decoding_with_the_cache_matches_full_recompute(models, name):
 
 BATCHES = {
     "llava-onevision": lambda m: [
-        tiny.llava_onevision_inputs(m, [3], text=t, seed=s) for t, s in ((4, 0), (9, 1))
+        testing.llava_onevision_inputs(m, [3], text=t, seed=s) for t, s in ((4, 0), (9, 1))
     ],
     "qwen2-vl": lambda m: [
-        tiny.qwen_vl_inputs(m, [g], seed=s) for g, s in (((4, 8, 8), 0), ((2, 8, 4), 1))
+        testing.qwen_vl_inputs(m, [g], seed=s) for g, s in (((4, 8, 8), 0), ((2, 8, 4), 1))
     ],
     "qwen2.5-vl": lambda m: [
-        tiny.qwen_vl_inputs(m, [g], seed=s) for g, s in (((4, 8, 8), 0), ((2, 8, 4), 1))
+        testing.qwen_vl_inputs(m, [g], seed=s) for g, s in (((4, 8, 8), 0), ((2, 8, 4), 1))
     ],
-    "internvl": lambda m: [tiny.internvl_inputs(m, [f], seed=s) for f, s in ((3, 0), (1, 1))],
+    "internvl": lambda m: [testing.internvl_inputs(m, [f], seed=s) for f, s in ((3, 0), (1, 1))],
 }
 
 
@@ -162,7 +165,7 @@ def test_qwen_positions_equal_a_hand_built_sequence(models):
     """After a compressed video, every kept token carries its anchor's (t, h, w) M-RoPE
     position and the text after it continues from the uncompressed sequence's index."""
     model = models["qwen2-vl"]
-    x = tiny.qwen_vl_inputs(model, [(4, 8, 8)], seed=3, prompt_first=3, text=5)
+    x = testing.qwen_vl_inputs(model, [(4, 8, 8)], seed=3, prompt_first=3, text=5)
     seen = {}
     lm = model.model.language_model
     hook = lm.register_forward_pre_hook(
@@ -191,9 +194,9 @@ def test_qwen_positions_equal_a_hand_built_sequence(models):
 
 
 def test_two_models_carry_different_compressors():
-    a = tiny.tiny_qwen2_vl(seed=0)
-    b = tiny.tiny_qwen2_vl(seed=0)
-    x = tiny.qwen_vl_inputs(a, [(4, 8, 8)])
+    a = testing.tiny_qwen2_vl(seed=0)
+    b = testing.tiny_qwen2_vl(seed=0)
+    x = testing.qwen_vl_inputs(a, [(4, 8, 8)])
     with vt.apply(a, "uniform", retention=0.5), vt.apply(b, "uniform", retention=0.25):
         la, lb = logits(a, x), logits(b, x)
     assert la.shape[1] == x["input_ids"].shape[1] - 32
@@ -214,7 +217,7 @@ def test_bad_use(models):
     with vt.apply(model, "uniform", retention=0.5):
         with pytest.raises(ValueError, match="already carries"):
             vt.apply(model, "scc", retention=0.5)
-        x = tiny.qwen_vl_inputs(model, [(4, 8, 8)])
+        x = testing.qwen_vl_inputs(model, [(4, 8, 8)])
         x.pop("mm_token_type_ids")
         with pytest.raises(ValueError, match="mm_token_type_ids"):
             logits(model, x)
@@ -224,7 +227,7 @@ def test_bad_use(models):
 
 def test_image_inputs(models):
     model = models["qwen2-vl"]
-    x = tiny.qwen_vl_inputs(model, [(1, 8, 8)], kind="image")
+    x = testing.qwen_vl_inputs(model, [(1, 8, 8)], kind="image")
     with vt.apply(model, "divprune", retention=0.25) as h:
         out = logits(model, x)
     assert h.stats["visual_tokens"] == 16 and h.stats["kept_tokens"] == 4
@@ -305,7 +308,7 @@ def test_fastv_default_is_half_and_rejects_a_bad_layer(models):
 def test_llava_onevision_anyres_images_keep_their_row_newlines(models):
     model = models["llava-onevision"]
     sizes = [(56, 100), (40, 56)]
-    batch = tiny.llava_onevision_image_inputs(model, sizes, seed=6)
+    batch = testing.llava_onevision_image_inputs(model, sizes, seed=6)
     singles = []
     for i in range(2):  # each sample alone: its unpadded row, its pixels
         ids = batch["input_ids"][i][batch["attention_mask"][i].bool()][None]
@@ -335,7 +338,7 @@ def test_llava_onevision_anyres_images_keep_their_row_newlines(models):
     assert len(last) == 2
     for c in last:
         assert c.positions[:, 1].max() == 0  # no grid: one row per image
-    total = [int((batch["input_ids"][i] == tiny.IMAGE_ID).sum()) for i in range(2)]
+    total = [int((batch["input_ids"][i] == testing.IMAGE_ID).sum()) for i in range(2)]
     rows_nl = [(seen["emb"][i] == newline).all(-1).sum().item() for i in range(2)]
     # every row newline survives; the image tokens are cut to 25% (ceil) of the rest
     for i in range(2):

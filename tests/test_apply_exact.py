@@ -16,7 +16,8 @@ import torch
 import transformers  # noqa: F401  (a test dependency: fail, never skip, without it)
 
 import vistoken as vt
-from vistoken.models import _hf, tiny
+from vistoken import testing
+from vistoken.models import _hf
 from vistoken.models.base import contiguous_positions, last_valid_column
 
 STEPS = 4
@@ -24,10 +25,10 @@ ATOL = 1e-5  # cached vs recomputed, same batch: float32 round-off only
 ATOL_BATCH = 1e-4  # padded batch vs alone: sdpa/eager sum in another order
 
 BUILD = {
-    "llava-onevision": tiny.tiny_llava_onevision,
-    "qwen2-vl": tiny.tiny_qwen2_vl,
-    "qwen2.5-vl": tiny.tiny_qwen2_5_vl,
-    "internvl": tiny.tiny_internvl,
+    "llava-onevision": testing.tiny_llava_onevision,
+    "qwen2-vl": testing.tiny_qwen2_vl,
+    "qwen2.5-vl": testing.tiny_qwen2_5_vl,
+    "internvl": testing.tiny_internvl,
 }
 
 
@@ -35,18 +36,22 @@ def singles(name, model):
     """Two samples of one family with different lengths (so a batch needs padding)."""
     if name == "llava-onevision":
         return [
-            tiny.llava_onevision_inputs(model, [3], text=t, seed=s) for t, s in ((4, 0), (9, 1))
+            testing.llava_onevision_inputs(model, [3], text=t, seed=s) for t, s in ((4, 0), (9, 1))
         ]
     if name == "internvl":
-        return [tiny.internvl_inputs(model, [f], seed=s) for f, s in ((3, 0), (1, 1))]
-    return [tiny.qwen_vl_inputs(model, [g], seed=s) for g, s in (((4, 8, 8), 0), ((2, 8, 4), 1))]
+        return [testing.internvl_inputs(model, [f], seed=s) for f, s in ((3, 0), (1, 1))]
+    return [testing.qwen_vl_inputs(model, [g], seed=s) for g, s in (((4, 8, 8), 0), ((2, 8, 4), 1))]
 
 
 def batch(items, side="left"):
     """Pad single-sample inputs into one batch on ``side``, as a processor would."""
     longest = max(s["input_ids"].shape[1] for s in items)
     out = {}
-    for key, fill in (("input_ids", tiny.PAD_ID), ("attention_mask", 0), ("mm_token_type_ids", 0)):
+    for key, fill in (
+        ("input_ids", testing.PAD_ID),
+        ("attention_mask", 0),
+        ("mm_token_type_ids", 0),
+    ):
         if key in items[0]:
             rows = []
             for s in items:
@@ -98,7 +103,7 @@ def generate(model, x, steps=STEPS, **kw):
             output_logits=True,
             output_scores=True,
             return_dict_in_generate=True,
-            pad_token_id=tiny.PAD_ID,
+            pad_token_id=testing.PAD_ID,
             **kw,
         )
 
@@ -280,7 +285,7 @@ BEAMS = dict(
     do_sample=False,
     output_scores=True,
     return_dict_in_generate=True,
-    pad_token_id=tiny.PAD_ID,
+    pad_token_id=testing.PAD_ID,
 )
 
 

@@ -10,7 +10,8 @@ import transformers  # noqa: F401  (a test dependency: fail, never skip, without
 from transformers import DynamicCache
 
 import vistoken as vt
-from vistoken.models import _hf, tiny
+from vistoken import testing
+from vistoken.models import _hf
 
 
 def test_the_cache_is_found_under_either_name_even_when_empty():
@@ -46,7 +47,7 @@ def test_cache_key_follows_the_forward_signature():
 
 
 def test_the_installed_models_take_the_name_the_boundary_reads():
-    model = tiny.tiny_qwen2_vl()
+    model = testing.tiny_qwen2_vl()
     key = _hf.cache_key(model.model.forward, "Qwen2VLModel")
     assert key in _hf.CACHE_KEYS
     layer = model.model.language_model.layers[0]
@@ -54,7 +55,7 @@ def test_the_installed_models_take_the_name_the_boundary_reads():
 
 
 def test_apply_refuses_a_forward_that_takes_neither_cache_name():
-    model = tiny.tiny_qwen2_vl()
+    model = testing.tiny_qwen2_vl()
 
     def renamed(input_ids=None, kv_store=None, **kwargs):
         raise AssertionError("never called")
@@ -84,7 +85,7 @@ def test_tested_range(version, inside):
 def test_an_untested_version_warns_once(monkeypatch):
     monkeypatch.setattr(_hf, "version", lambda: "9.9.0")
     monkeypatch.setattr(_hf, "_warned", set())
-    model = tiny.tiny_internvl()
+    model = testing.tiny_internvl()
     with pytest.warns(UserWarning, match=r"tested with transformers .* this is 9\.9\.0"):
         vt.apply(model, "uniform", retention=0.5).remove()
     with warnings.catch_warnings():

@@ -1,6 +1,6 @@
 """vt.apply on the outputs of the real transformers processors, passed unchanged.
 
-The processors are the families' own classes (``tiny.tiny_processor``: real image / video
+The processors are the families' own classes (``testing.tiny_processor``: real image / video
 processors sized for the tiny models, a local character-level tokenizer whose placeholder
 tokens sit at the tiny models' ids), run on the bundled real video and on generated images.
 """
@@ -17,13 +17,13 @@ import transformers  # noqa: F401  (a test dependency: fail, never skip, without
 from model_helpers import lengths_seen, logits  # noqa: E402
 
 import vistoken as vt  # noqa: E402
-from vistoken.models import tiny  # noqa: E402
+from vistoken import testing  # noqa: E402
 
 MODELS = {
-    "llava-onevision": tiny.tiny_llava_onevision,
-    "qwen2-vl": tiny.tiny_qwen2_vl,
-    "qwen2.5-vl": tiny.tiny_qwen2_5_vl,
-    "internvl": tiny.tiny_internvl,
+    "llava-onevision": testing.tiny_llava_onevision,
+    "qwen2-vl": testing.tiny_qwen2_vl,
+    "qwen2.5-vl": testing.tiny_qwen2_5_vl,
+    "internvl": testing.tiny_internvl,
 }
 CASES = [(name, kind) for name in MODELS for kind in ("video", "image")]
 IDS = [f"{name}-{kind}" for name, kind in CASES]
@@ -59,7 +59,7 @@ def model_of(models, name):
 
 def processor_of(processors, name):
     if name not in processors:
-        processors[name] = tiny.tiny_processor(name)
+        processors[name] = testing.tiny_processor(name)
     return processors[name]
 
 
@@ -105,29 +105,29 @@ def expected_visual_tokens(name, kind, x):
         if kind == "image":
             # the 40x70 image: best pinpoint 56x112, unpadded grid 7x12 plus one newline
             # per row (placeholders that stay uncompressed) and the 7x7 base crop
-            assert int((ids == tiny.IMAGE_ID).sum()) == 7 * 12 + 7 + 49
+            assert int((ids == testing.IMAGE_ID).sum()) == 7 * 12 + 7 + 49
             return 7 * 12 + 49
-        return int((ids == tiny.VIDEO_ID).sum()) - ids.shape[0]  # one trailing newline each
+        return int((ids == testing.VIDEO_ID).sum()) - ids.shape[0]  # one trailing newline each
     if name == "internvl":
-        return int((ids == tiny.IMAGE_ID).sum())
-    return int((ids == (tiny.VIDEO_ID if kind == "video" else tiny.IMAGE_ID)).sum())
+        return int((ids == testing.IMAGE_ID).sum())
+    return int((ids == (testing.VIDEO_ID if kind == "video" else testing.IMAGE_ID)).sum())
 
 
 def test_processor_outputs_have_the_expected_layout(processors, visuals):
     """The processors really expand placeholders to the tiny models' token counts."""
     x = single(processors, visuals, "llava-onevision", "video")
     assert x["pixel_values_videos"].shape == (1, 4, 3, 56, 56)
-    assert int((x["input_ids"] == tiny.VIDEO_ID).sum()) == 4 * 16 + 1
+    assert int((x["input_ids"] == testing.VIDEO_ID).sum()) == 4 * 16 + 1
     x = single(processors, visuals, "qwen2-vl", "video")
     (t, gh, gw) = x["video_grid_thw"].tolist()[0]
     assert t == 2 and gh * gw * 16 <= 32 * 32 and gh % 2 == gw % 2 == 0
-    assert int((x["input_ids"] == tiny.VIDEO_ID).sum()) == t * gh * gw // 4
+    assert int((x["input_ids"] == testing.VIDEO_ID).sum()) == t * gh * gw // 4
     assert "mm_token_type_ids" in x
     x = single(processors, visuals, "qwen2.5-vl", "video")
     assert "second_per_grid_ts" in x
     x = single(processors, visuals, "internvl", "video")
     assert x["pixel_values"].shape == (4, 3, 32, 32)
-    assert int((x["input_ids"] == tiny.IMAGE_ID).sum()) == 4 * 16
+    assert int((x["input_ids"] == testing.IMAGE_ID).sum()) == 4 * 16
     x = single(processors, visuals, "llava-onevision", "image")
     assert x["pixel_values"].shape[1] == 3  # base crop + two 56px crops of 56x112
     assert x["image_sizes"].tolist() == [[40, 70]]
@@ -138,7 +138,7 @@ def test_retention_one_gives_identical_logits(models, processors, visuals, name,
     model = model_of(models, name)
     x = single(processors, visuals, name, kind)
     ref = logits(model, x)  # (a) the processor's outputs run unchanged without vt.apply
-    assert ref.shape == (1, x["input_ids"].shape[1], tiny.VOCAB)
+    assert ref.shape == (1, x["input_ids"].shape[1], testing.VOCAB)
     assert torch.isfinite(ref).all()
     with vt.apply(model, "uniform", retention=1.0) as h:
         out = logits(model, x)

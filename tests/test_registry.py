@@ -6,9 +6,8 @@ import pytest
 import torch
 
 import vistoken as vt
-from vistoken import core
+from vistoken import core, testing
 from vistoken.core import Option, get_method, int_option, register
-from vistoken.models import tiny
 
 
 def x(shape=(2, 16, 4), seed=0):
@@ -67,7 +66,7 @@ def test_the_check_normalises_values_and_fills_no_defaults():
 
 
 def test_apply_uses_the_same_check_without_running_the_method(monkeypatch):
-    model = tiny.tiny_qwen2_vl()
+    model = testing.tiny_qwen2_vl()
     calls = []
     spec = get_method("dycoke")
     monkeypatch.setitem(
@@ -125,8 +124,8 @@ def test_a_new_in_llm_method_is_one_decorator(monkeypatch):
     def recorder():
         """A test method that records the prefill's visual positions."""
 
-    model = tiny.tiny_qwen2_vl()
-    inputs = tiny.qwen_vl_inputs(model, [(4, 8, 8)])
+    model = testing.tiny_qwen2_vl()
+    inputs = testing.qwen_vl_inputs(model, [(4, 8, 8)])
     with vt.apply(model, "recorder", every=3) as h, torch.no_grad():
         model(**inputs)
         part = h._parts[0]

@@ -1,6 +1,8 @@
-"""Tiny random-weight VLMs of every supported family, and processor-like inputs for them.
+"""Test support: tiny random-weight VLMs of every supported family, and their inputs.
 
-For tests, benchmarks and trying ``vt.apply`` without downloading a checkpoint: each
+``vistoken.testing`` plays the part of transformers' ``testing_utils``: it is shipped in
+the package but used by the test suite, benchmarks and anyone trying ``vt.apply``
+without downloading a checkpoint (``vistoken`` itself never imports it). Each
 builder makes a real transformers model class from a small config (a few hundred thousand
 parameters, CPU-friendly) with deterministic weights, and ``*_inputs`` builds what that
 family's processor would return (placeholder runs of the right length, pixels, grids,
