@@ -175,6 +175,15 @@ def attn_implementation(config: Any) -> str:
     return str(getattr(config, "_attn_implementation", None) or "eager")
 
 
+def mask_format(impl: str) -> str | None:
+    """The format of the ``attention_mask`` decoder layers receive under backend ``impl``
+    (assumption 4): "bool" (sdpa, 4-D True = attend), "additive" (eager, 4-D 0 / dtype
+    min), "keep" (any FlashAttention, 2-D (B, kv) 1 = key present), None when unknown."""
+    if "flash" in impl:
+        return "keep"
+    return {"sdpa": "bool", "eager": "additive"}.get(impl)
+
+
 def layer_hidden(args: tuple, kwargs: dict[str, Any]) -> Tensor:
     """A decoder layer's input hidden states (positional or keyword)."""
     return args[0] if args else kwargs["hidden_states"]

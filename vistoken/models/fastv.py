@@ -16,7 +16,8 @@ Everything is done with removable forward hooks on one model instance
 (``register_forward_pre_hook(..., with_kwargs=True)``): no class is patched and no model
 attribute is written. :meth:`FastV.remove` leaves the model exactly as it was.
 
-Mask formats handled (what the decoder layers receive):
+Mask formats handled (what the decoder layers receive; the pure mask functions live in
+:mod:`vistoken.models.masks`, the hooks and their state here):
 
 - ``None``: SDPA/eager with no padding (plain causal); FastV builds the mask it needs in
   the format of the attention implementation (bool for SDPA, additive float for eager,
@@ -37,35 +38,11 @@ from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
 from ..core import as_int, budget_for, check_retention
-from . import _hf
+from . import _hf, masks
 
 __all__ = ["FastV"]
 
 logger = logging.getLogger(__name__)
-
-
-def _rotate_half(x: Tensor) -> Tensor:
-    """Rotate half the last dimension: (x1, x2) -> (-x2, x1), as HF's Llama-style RoPE."""
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-
-
-def _gather_seq(x: Tensor, index: Tensor, seq_dim: int) -> Tensor:
-    """Gather ``x`` along its sequence dimension with a per-row index.
-
-    x: (..., B|1, L, ...) with batch at ``seq_dim - 1``; index: (B, Lk) long.
-    Returns (..., B, Lk, ...).
-    """
-    seq_dim = seq_dim % x.ndim
-    b, lk = index.shape
-    shape = list(x.shape)
-    shape[seq_dim - 1] = b
-    x = x.expand(shape)
-    view = [1] * x.ndim
-    view[seq_dim - 1], view[seq_dim] = b, lk
-    idx_shape = list(shape)
-    idx_shape[seq_dim] = lk
-    return x.gather(seq_dim, index.view(view).expand(idx_shape))
 
 
 class FastV:
@@ -220,7 +197,7 @@ class FastV:
             last = torch.full((b,), length - 1, dtype=torch.long, device=hidden.device)
         last = last.to(hidden.device)
         mask = _hf.attention_mask(kwargs)
-        key_ok = self._last_row_allowed(mask, last, length)
+        key_ok = masks.last_row_allowed(mask, last, length)
         if _hf.rotary(kwargs) is None:
             raise RuntimeError(
                 f"FastV: layer {self.layer - 1} was called without `position_embeddings` "
@@ -257,28 +234,6 @@ class FastV:
 
     # ------------------------------------------------------------------ scoring
 
-    @staticmethod
-    def _query_row(mask: Tensor, last: Tensor) -> Tensor:
-        """(B, L) the 4-D mask's row of each sample's scoring query ``last`` (B,)."""
-        b = last.shape[0]
-        full = mask[:, 0].expand(b, mask.shape[2], mask.shape[3])
-        return full.gather(1, last[:, None, None].expand(b, 1, full.shape[2]))[:, 0]
-
-    def _last_row_allowed(self, mask: Any, last: Tensor, length: int) -> Tensor:
-        """(B, L) bool: keys the scoring query (row ``last``) may attend (False on padding)."""
-        causal = torch.arange(length, device=last.device)[None] <= last[:, None]
-        if mask is None:
-            return causal
-        if not isinstance(mask, Tensor):
-            raise TypeError(
-                f"FastV supports tensor or None attention masks (eager, sdpa, flash), got "
-                f"{type(mask).__name__}; use attn_implementation='sdpa' or 'eager'"
-            )
-        if mask.ndim == 2:
-            return mask.bool().expand_as(causal) & causal
-        row = self._query_row(mask, last)
-        return row if row.dtype == torch.bool else row > torch.finfo(row.dtype).min
-
     def _last_query_scores(
         self,
         layer: nn.Module,
@@ -313,12 +268,12 @@ class FastV:
             cos_f, sin_f = cos.float().expand(b, -1, -1), sin.float().expand(b, -1, -1)
             cos_q = cos_f.gather(1, at_last.expand(b, 1, d))[:, None]  # (B, 1, 1, d)
             sin_q = sin_f.gather(1, at_last.expand(b, 1, d))[:, None]
-            q = q * cos_q + _rotate_half(q) * sin_q
-            k = k * cos_f[:, None] + _rotate_half(k) * sin_f[:, None]
+            q = q * cos_q + masks.rotate_half(q) * sin_q
+            k = k * cos_f[:, None] + masks.rotate_half(k) * sin_f[:, None]
             q = q.reshape(b, g, h // g, d)  # head j uses kv head j // (H / G), as repeat_kv
             logits = torch.einsum("bgrd,bgld->bgrl", q, k) * self.scaling  # (B, G, H/G, L)
             if mask is not None and mask.ndim == 4 and mask.dtype != torch.bool:
-                logits = logits + self._query_row(mask, last).float()[:, None, None]
+                logits = logits + masks.query_row(mask, last).float()[:, None, None]
             else:
                 logits = logits.masked_fill(~key_ok[:, None, None], float("-inf"))
             return logits.softmax(dim=-1).mean(dim=(1, 2))
@@ -356,11 +311,11 @@ class FastV:
 
     def _prune_prefill(self, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
         """Slice hidden states, rotary embeddings, position ids and the mask of a prefill."""
-        index, length = self._index, self._prefill_len
-        assert index is not None
+        index, valid, length = self._index, self._valid, self._prefill_len
+        assert index is not None and valid is not None
         hidden = _hf.layer_hidden(args, kwargs)
         if hidden.shape[1] == length:  # layer K: the first to see the kept positions only
-            hidden = _gather_seq(hidden, index, 1)
+            hidden = masks.gather_seq(hidden, index, 1)
         elif hidden.shape[1] != index.shape[1]:
             raise RuntimeError(
                 f"FastV: layer input has {hidden.shape[1]} positions, expected {length} or "
@@ -370,48 +325,18 @@ class FastV:
         pe = _hf.rotary(kwargs)
         if pe is not None:
             kwargs[_hf.ROTARY_KEY] = self._memoized(
-                "pe", pe[0], lambda: tuple(_gather_seq(t, index, -2) for t in pe)
+                "pe", pe[0], lambda: tuple(masks.gather_seq(t, index, -2) for t in pe)
             )
         pos = _hf.position_ids(kwargs)
         if isinstance(pos, Tensor) and pos.shape[-1] == length:
             kwargs[_hf.POSITION_KEY] = self._memoized(
-                "pos", pos, lambda: _gather_seq(pos, index, -1)
+                "pos", pos, lambda: masks.gather_seq(pos, index, -1)
             )
         mask = _hf.attention_mask(kwargs)
         kwargs[_hf.MASK_KEY] = self._memoized(
-            "mask", mask, lambda: self._prefill_mask(mask, hidden)
+            "mask", mask, lambda: masks.prefill_mask(mask, index, valid, self._impl(), hidden.dtype)
         )
         return _hf.with_layer_hidden(args, kwargs, hidden)
-
-    def _prefill_mask(self, mask: Tensor | None, hidden: Tensor) -> Tensor:
-        """The mask for layers >= K on the kept positions of a prefill.
-
-        4D (B, 1, Lk, Lk) bool or float, or 2D (B, Lk) for FlashAttention. Padding columns of
-        the keep index are masked; their rows attend only to themselves (never NaN).
-        """
-        index, valid = self._index, self._valid
-        assert index is not None and valid is not None
-        b, lk = index.shape
-        eye = torch.eye(lk, dtype=torch.bool, device=index.device)
-        self_only = eye & ~valid[:, None, :, None]  # (B, 1, Lk, Lk), rows of padding
-        if mask is None:
-            impl = self._impl()
-            if "flash" in impl:
-                return valid.long()
-            causal = torch.ones(lk, lk, dtype=torch.bool, device=index.device).tril()
-            allowed = (causal & valid[:, None, None, :]) | self_only
-            return self._format(allowed, impl, hidden.dtype)
-        if mask.ndim == 2:
-            return (_gather_seq(mask, index, -1).bool() & valid).to(mask.dtype)
-        full = mask.expand(b, mask.shape[1], mask.shape[2], mask.shape[3])
-        rows = index[:, None, :, None].expand(b, full.shape[1], lk, full.shape[3])
-        full = full.gather(2, rows)
-        cols = index[:, None, None, :].expand(b, full.shape[1], lk, lk)
-        full = full.gather(3, cols)
-        drop = ~valid[:, None, None, :]
-        if full.dtype == torch.bool:
-            return (full & ~drop) | self_only
-        return full.masked_fill(drop, torch.finfo(full.dtype).min).masked_fill(self_only, 0.0)
 
     def _fix_decode(self, i: int, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
         """Decode step at layer i >= K: map the model's mask onto this layer's shorter cache."""
@@ -432,58 +357,10 @@ class FastV:
         mask = _hf.attention_mask(kwargs)
         kwargs = dict(kwargs)
         kwargs[_hf.MASK_KEY] = self._memoized(
-            "mask", mask, lambda: self._decode_mask(mask, q, new_before, hidden.dtype)
+            "mask",
+            mask,
+            lambda: masks.decode_mask(
+                mask, index, valid, length, q, new_before, self._impl(), hidden.dtype
+            ),
         )
         return args, kwargs
-
-    def _decode_mask(
-        self, mask: Tensor | None, q: int, new_before: int, dtype: torch.dtype
-    ) -> Tensor:
-        """Columns: the kept prefill columns, then every token generated since.
-
-        Returns (B, 1, q, Lk + new_before + q) bool/float, or (B, Lk + new_before + q) 2D.
-        """
-        index, valid, length = self._index, self._valid, self._prefill_len
-        assert index is not None and valid is not None
-        b, lk = index.shape
-        n_new = new_before + q
-        if mask is None:
-            impl = self._impl()
-            if "flash" in impl:
-                ones = torch.ones(b, n_new, dtype=torch.long, device=index.device)
-                return torch.cat([valid.long(), ones], dim=1)
-            t = torch.arange(q, device=index.device)[:, None]
-            c = torch.arange(n_new, device=index.device)[None, :]
-            new = (c <= new_before + t).expand(b, 1, q, n_new)
-            old = valid[:, None, None, :].expand(b, 1, q, lk)
-            return self._format(torch.cat([old, new], dim=-1), impl, dtype)
-        if mask.shape[-1] != length + n_new:
-            raise RuntimeError(
-                f"FastV: decode attention mask has {mask.shape[-1]} columns, expected "
-                f"{length + n_new} (prefill {length} + {n_new} new)"
-            )
-        if mask.ndim == 2:
-            old = _gather_seq(mask[:, :length], index, -1).bool() & valid
-            return torch.cat([old.to(mask.dtype), mask[:, length:].expand(b, -1)], dim=1)
-        full = mask.expand(b, mask.shape[1], q, mask.shape[3])
-        cols = index[:, None, None, :].expand(b, full.shape[1], q, lk)
-        old = full[..., :length].gather(3, cols)
-        drop = ~valid[:, None, None, :]
-        if old.dtype == torch.bool:
-            old = old & ~drop
-        else:
-            old = old.masked_fill(drop, torch.finfo(old.dtype).min)
-        return torch.cat([old, full[..., length:]], dim=-1)
-
-    @staticmethod
-    def _format(allowed: Tensor, impl: str, dtype: torch.dtype) -> Tensor:
-        """Bool "may attend" (B, 1, q, kv) -> the mask format of attention ``impl``."""
-        if impl == "sdpa":
-            return allowed
-        if impl == "eager":
-            out = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
-            return out.masked_fill_(~allowed, torch.finfo(dtype).min)
-        raise NotImplementedError(
-            f"FastV cannot build an attention mask for attn_implementation={impl!r}; "
-            "use 'sdpa', 'eager' or a FlashAttention implementation"
-        )
