@@ -168,8 +168,7 @@ def check_valid(out, t, n, grid):
     assert bool((out.info["sizes"] >= 1).all())
     # every anchor maps to its own output, and outputs are in anchor (raster) order
     pos = grid_positions(t, grid, n)
-    h, w = grid
-    anchor = out.positions[:, 0] * n + out.positions[:, 1] * w + out.positions[:, 2]
+    anchor = out.anchors
     assert torch.equal(out.sources[anchor], torch.arange(m))
     assert torch.equal(pos[anchor], out.positions)
     assert bool((anchor[1:] > anchor[:-1]).all())
@@ -185,6 +184,8 @@ def test_exact_budget(t, budget):
     assert int(out.info.get("frame_budgets", torch.tensor([t * n])).sum()) == min(budget, t * n)
     check_valid(out, t, n, (4, 4))
     assert out.tokens.dtype == x.dtype and out.tokens.shape == (min(budget, t * n), 6)
+    # every output is the plain mean of its group: the grouping's own reduce of the tokens
+    assert torch.equal(out.reduce(x.reshape(t * n, 6)), out.tokens)
 
 
 def test_frame_split():

@@ -120,6 +120,17 @@ class Compressed:
         positions: (M, 3) int64 (t, h, w) grid position each output token stands for (its
             anchor source token), for position ids and M-RoPE.
         info: read-only mapping of method details (achieved tau, per-stage counts, sizes, ...).
+        anchors: (M,) int64, the flat frame-major input index (t*N + h*W + w) of each output
+            token's anchor token, so ``positions == grid_positions(T, grid, N)[anchors]``;
+            the model adapters put output token j in the sequence slot of input token
+            ``anchors[j]``. Every method passes it (``vt.compress`` derives it from
+            ``positions`` and the grid for a method that does not); a result built by hand
+            without it gets, for each output token, its smallest source index (-1 for an
+            output token no input maps to).
+
+    :meth:`reduce` applies the same grouping to any per-token tensor that runs parallel to
+    the input tokens (T*N, ...) -> (M, ...), and :meth:`expand` maps per-output rows back
+    to the input slots (M, ...) -> (T*N, ...) (ToMe's merge / unmerge).
 
     A ``Compressed`` is immutable, pickles, deep-copies and ``torch.save``s; it loads with
     ``torch.load(path, weights_only=True)`` once vistoken is imported (which allow-lists
@@ -132,9 +143,25 @@ class Compressed:
     sources: Tensor
     positions: Tensor
     info: Mapping[str, Any] = field(default_factory=dict)
+    anchors: Tensor = None  # type: ignore[assignment]  # None: derived (see above)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "info", Info(self.info))
+        m = int(self.tokens.shape[0])
+        given = self.anchors is not None
+        if not given:
+            object.__setattr__(self, "anchors", _first_sources(self.sources, m))
+        elif not (
+            isinstance(self.anchors, Tensor)
+            and self.anchors.dtype == torch.int64
+            and tuple(self.anchors.shape) == (m,)
+        ):
+            raise ValueError(
+                f"anchors must be an int64 tensor of shape (M,) = ({m},), got "
+                f"{_describe(self.anchors)}"
+            )
+        # whether a method gave its anchors (vt.compress derives them from positions if not)
+        object.__setattr__(self, "_anchors_given", given)
 
     @property
     def num_tokens(self) -> int:
@@ -145,6 +172,56 @@ class Compressed:
     def retention(self) -> float:
         """M / (T*N), the fraction of input tokens that remain."""
         return self.num_tokens / int(self.sources.numel())
+
+    def reduce(self, features: Tensor) -> Tensor:
+        """The same grouping applied to a per-token tensor parallel to the input tokens.
+
+        features: (T*N, ...) any dtype, any device, frame-major like ``sources`` (e.g.
+        ``x.reshape(T*N, D)``, a second set of features, statistics, masks). Returns
+        (M, ...) in features' dtype and on features' device: row j is the row of input
+        ``i`` when output j stands for that one input token alone (a gather: selections,
+        whose outputs all have one source, get exactly the input rows), else the plain
+        mean over every input token merged into it (dropped tokens, ``sources == -1``,
+        are ignored). Means are taken in float32 (float64 for float64 features) with the
+        methods' overflow guard, then cast back, so for the mean-merging methods pool,
+        tome and visionzip ``c.reduce(x.reshape(T*N, D))`` equals ``c.tokens``. (SCC's
+        outputs also weigh in their representative and are not a plain mean.) Integer,
+        bool and complex features can only be gathered: TypeError when an output token
+        merges several inputs. Vectorised (no loop over tokens); autograd flows through.
+        """
+        total = int(self.sources.numel())
+        if not isinstance(features, Tensor):
+            raise TypeError(f"features must be a torch.Tensor, got {type(features).__name__}")
+        if features.dim() == 0 or features.shape[0] != total:
+            raise ValueError(
+                f"features must have shape (T*N, ...) = ({total}, ...), one row per input "
+                f"token, got {tuple(features.shape)}"
+            )
+        return reduce_rows(features, self.sources, self.num_tokens)
+
+    def expand(self, outputs: Tensor, fill: Any = 0) -> Tensor:
+        """Per-output rows back onto the input slots: (M, ...) -> (T*N, ...).
+
+        Input token i gets row ``sources[i]`` of ``outputs`` (every token merged into an
+        output gets that output's row); dropped tokens (``sources == -1``) get ``fill``: a
+        number (default 0) or a tensor that broadcasts to one row. Same dtype and device
+        as ``outputs``. For every input token kept alone (its output's size is 1),
+        ``c.expand(c.reduce(f))`` returns its own row of ``f``.
+        """
+        m = self.num_tokens
+        if not isinstance(outputs, Tensor):
+            raise TypeError(f"outputs must be a torch.Tensor, got {type(outputs).__name__}")
+        if outputs.dim() == 0 or outputs.shape[0] != m:
+            raise ValueError(
+                f"outputs must have shape (M, ...) = ({m}, ...), one row per output token, "
+                f"got {tuple(outputs.shape)}"
+            )
+        src = self.sources.to(outputs.device)
+        out = outputs[src.clamp(min=0)]
+        dropped = (src < 0).reshape(-1, *([1] * (outputs.dim() - 1)))
+        if isinstance(fill, Tensor):
+            return torch.where(dropped, fill.to(outputs.device, outputs.dtype), out)
+        return out.masked_fill(dropped, fill)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Compressed):
@@ -170,6 +247,66 @@ class Compressed:
             f"dim={d}, retention={self.retention:.4f}, dtype={self.tokens.dtype}, "
             f"method={self.info.get('method')!r})"
         )
+
+
+def _first_sources(sources: Tensor, m: int) -> Tensor:
+    """(M,) int64: the smallest input index mapped to each output (-1 where none is)."""
+    total = int(sources.numel())
+    seg = torch.where(sources >= 0, sources, m)  # dropped tokens into an extra bucket m
+    idx = torch.arange(total, device=sources.device)
+    first = torch.full((m + 1,), total, dtype=torch.int64, device=sources.device)
+    first = first.scatter_reduce_(0, seg, idx, reduce="amin")[:m]
+    return first.masked_fill(first == total, -1)
+
+
+def reduce_rows(features: Tensor, sources: Tensor, m: int) -> Tensor:
+    """(T*N, ...) -> (M, ...): a gather for outputs of one source, the mean over sources
+    for merged ones, dropped rows (-1) ignored (:meth:`Compressed.reduce`).
+
+    Means are plain sums divided by the group sizes in the work dtype (float32, float64
+    for float64), with :func:`~vistoken.ops.segment.sum_scale` over the rows that count,
+    then :func:`~vistoken.ops.segment.finite_cast` to the features' dtype: the same
+    arithmetic as the methods' own means (bit for bit on the CPU). An output no input maps
+    to gets a zero row.
+    """
+    from .ops.segment import finite_cast, sum_scale
+    from .ops.similarity import work_dtype
+
+    total = int(sources.numel())
+    rest = features.shape[1:]
+    f = features.reshape(total, -1)
+    src = sources.to(features.device)
+    seg = torch.where(src >= 0, src, m)  # dropped rows go to an extra bucket m
+    counts = torch.bincount(seg, minlength=m + 1)[:m]
+    first = _first_sources(src, m)
+    gathered = f[first.clamp(min=0)]
+    if not f.is_floating_point():
+        if total and int(counts.max()) > 1:
+            raise TypeError(
+                f"reduce averages merged tokens, which needs floating features; got "
+                f"{features.dtype} (convert with .float(), or reduce a selection, whose "
+                "output tokens have one source each)"
+            )
+        none = (counts == 0).unsqueeze(1)
+        return gathered.masked_fill(none, 0).reshape(m, *rest)
+    wd = work_dtype(f.dtype)
+    xw = f.to(wd)
+    kept = src >= 0
+    bound = float(xw.abs().masked_fill(~kept.unsqueeze(1), 0).amax()) if f.numel() else 0.0
+    scale = sum_scale(bound, int(kept.sum()), wd)  # 1.0 unless the sums could overflow
+    sums = torch.zeros(m + 1, f.shape[1], dtype=wd, device=f.device)
+    sums = sums.index_add(0, seg, xw * scale if scale != 1.0 else xw)[:m]
+    means = sums / counts.clamp_min(1).to(wd).unsqueeze(1)
+    if scale != 1.0:
+        means = means / scale
+    out = torch.where((counts == 1).unsqueeze(1), gathered, finite_cast(means, f.dtype))
+    return out.reshape(m, *rest)
+
+
+def anchors_from_positions(positions: Tensor, n: int, grid: tuple[int, int] | None) -> Tensor:
+    """(M,) flat frame-major index t*N + h*W + w of each (t, h, w) row (W = N without grid)."""
+    w = grid[1] if grid is not None else n
+    return positions[:, 0] * n + positions[:, 1] * w + positions[:, 2]
 
 
 if hasattr(torch.serialization, "add_safe_globals"):  # torch >= 2.4
@@ -604,6 +741,7 @@ def identity(x: Tensor, grid: tuple[int, int] | None, method: str) -> Compressed
         sources=torch.arange(total, device=x.device),
         positions=grid_positions(t, grid, n, x.device),
         info={"method": method, "identity": True},
+        anchors=torch.arange(total, device=x.device),
     )
 
 
@@ -669,5 +807,10 @@ def compress(
     if budget is not None and out.num_tokens != budget:  # a broken method, not bad input
         raise RuntimeError(
             f"method {method!r} returned {out.num_tokens} tokens for a budget of {budget}"
+        )
+    if not out._anchors_given:  # a method that gave positions only: anchors follow them
+        out = Compressed(
+            out.tokens, out.sources, out.positions, dict(out.info),
+            anchors_from_positions(out.positions, n, g),
         )
     return out

@@ -2,7 +2,7 @@
 
 A selection keeps some input tokens unchanged, in ascending original (frame-major) order;
 ``sources`` gives every kept token its rank among the kept ones and -1 to the dropped ones,
-and ``positions`` are the kept tokens' own (t, h, w) grid positions.
+and ``positions`` / ``anchors`` are the kept tokens' own (t, h, w) grid positions / indices.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def selection(
     sources[keep] = torch.arange(m, device=x.device)
     positions = grid_positions(t, grid, n, x.device)[keep]
     tokens = x.reshape(total, d)[keep]  # advanced indexing copies: no alias of the input
-    return Compressed(tokens, sources, positions, info)
+    return Compressed(tokens, sources, positions, info, anchors=keep)
 
 
 def spread(k: int, grid: tuple[int, int] | None, n: int, device: torch.device | str) -> Tensor:

@@ -173,4 +173,4 @@ def pool(x: Tensor, *, grid: tuple[int, int] | None, budget: int | None) -> Comp
         "split": split_count,
         "sizes": segment_count(sources, budget),
     }
-    return Compressed(finite_cast(out, x.dtype), sources, positions, info)
+    return Compressed(finite_cast(out, x.dtype), sources, positions, info, anchors=anchor)

@@ -105,4 +105,4 @@ def tome(x: Tensor, *, grid: tuple[int, int] | None, budget: int | None) -> Comp
         "rounds": rounds,
         "sizes": segment_count(sources, budget),
     }
-    return Compressed(finite_cast(out, x.dtype), sources, positions, info)
+    return Compressed(finite_cast(out, x.dtype), sources, positions, info, anchors=anchors)

@@ -146,7 +146,7 @@ def visionzip(
             "contextual_counts": torch.zeros_like(per_frame),
             "dominant_share": float(share),
         }
-        return Compressed(out.tokens, out.sources, out.positions, info)
+        return Compressed(out.tokens, out.sources, out.positions, info, anchors=out.anchors)
 
     dev = x.device
     received = received.to(dev, work_dtype(received.dtype))
@@ -209,7 +209,7 @@ def visionzip(
         "contextual_counts": c_t,
         "dominant_share": float(share),
     }
-    return Compressed(out_tokens, sources, positions, info)
+    return Compressed(out_tokens, sources, positions, info, anchors=anchors)
 
 
 def _probe(vision_tower: Any, *, layer: int = -2) -> Any:

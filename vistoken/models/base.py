@@ -6,7 +6,7 @@ knows how to make the language model really see fewer of them:
 1. ``Unit``: one compressible run of visual tokens in one sequence (a video, an image, a
    sample's frames) with the sequence slots its T*N tokens occupy.
 2. ``shorten``: given each unit's ``Compressed`` result, keep for every output token the
-   slot of its anchor token (``Compressed.positions``) with the output token's embedding in
+   slot of its anchor token (``Compressed.anchors``) with the output token's embedding in
    it, drop the other slots of the unit, and re-pack the batch (same padding side as the
    input). Text, padding and tokens outside the units stay where they were.
 3. ``DecodeState``: what the decode steps that follow a shortened prefill need, kept per KV
@@ -45,13 +45,6 @@ class Unit:
     extra: dict[str, Tensor] = field(default_factory=dict)
 
 
-def anchor_index(c: Compressed, n: int, grid: tuple[int, int] | None) -> Tensor:
-    """(M,) int64: the frame-major input index of each output token's anchor token."""
-    w = grid[1] if grid is not None else n
-    p = c.positions
-    return p[:, 0] * n + p[:, 1] * w + p[:, 2]
-
-
 @dataclass
 class Shortened:
     """A re-packed batch. index: (B, L') source column of each new column (valid or not);
@@ -68,8 +61,7 @@ def place(embeds: Tensor, keep: Tensor, unit: Unit, c: Compressed) -> None:
 
     embeds: (B, L, D) modified in place; keep: (B, L) bool modified in place.
     """
-    t, n, _ = unit.tokens.shape
-    anchors = anchor_index(c, n, unit.grid)
+    anchors = c.anchors.to(unit.slots.device)
     if anchors.numel() and torch.unique(anchors).numel() != anchors.numel():
         raise RuntimeError(
             f"method {c.info.get('method')!r} gave two output tokens the same anchor; "
