@@ -78,10 +78,12 @@ def build_model(layers: int, device: str):
 
 
 def real_features(d: int, seed: int = 0) -> torch.Tensor:
-    from vistoken.eval.fidelity import video_features
+    from vistoken.pipeline import encode
+    from vistoken.video import bundled_video
 
-    x, grid, _ = video_features(frames=FRAMES)
-    assert tuple(grid) == GRID
+    enc = encode(bundled_video(), FRAMES)
+    assert enc.grid == GRID
+    x = enc.tokens
     g = torch.Generator().manual_seed(seed)
     proj = torch.randn(x.shape[-1], d, generator=g) / d**0.5
     return x @ proj  # (32, 196, d)

@@ -47,11 +47,10 @@ D = 896
 
 
 def real_features(frames: int, seed: int = 0) -> torch.Tensor:
-    from vistoken.encoders import default_encoder
-    from vistoken.video import bundled_video, load_frames
+    from vistoken.pipeline import encode
+    from vistoken.video import bundled_video
 
-    fr = load_frames(bundled_video(), frames)
-    feats = default_encoder()(fr.array)  # (T, 196, 1280)
+    feats = encode(bundled_video(), frames).tokens  # (T, 196, 1280)
     g = torch.Generator().manual_seed(seed)
     proj = torch.randn(feats.shape[-1], D, generator=g) / D**0.5
     return (feats @ proj).contiguous()

@@ -1,4 +1,9 @@
-"""Evaluation of compression methods: how faithfully the output stands for the input."""
+"""Evaluation of compression methods: how faithfully the output stands for the input.
+
+Metrics and the report only; tokens of a real video come from :mod:`vistoken.pipeline`.
+"""
+
+from typing import Any
 
 from .fidelity import (
     RATIOS,
@@ -9,7 +14,6 @@ from .fidelity import (
     fixed_queries,
     reconstruction,
     run_fidelity,
-    video_features,
     write_report,
 )
 
@@ -25,3 +29,13 @@ __all__ = [
     "video_features",
     "write_report",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # video_features decodes and encodes a video: it lives in vistoken.pipeline, imported only
+    # when asked for, so that the metrics never pull in the media stack
+    if name == "video_features":
+        from ..pipeline import video_features
+
+        return video_features
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -63,7 +63,6 @@ __all__ = [
     "fixed_queries",
     "reconstruction",
     "run_fidelity",
-    "video_features",
     "write_report",
 ]
 
@@ -411,31 +410,3 @@ def write_report(rows: Sequence[FidelityRow], out_dir: Path, title: str) -> dict
     writers = {"fidelity.md": write_md, "fidelity.csv": write_csv, "fidelity.png": write_png}
     paths = write_outputs(Path(out_dir), writers)
     return {name.rsplit(".", 1)[1]: path for name, path in paths.items()}
-
-
-# --------------------------------------------------------------------------------------------
-# features
-
-
-def video_features(
-    path: str | Path | None = None, frames: int = 32, progress: bool = False
-) -> tuple[Tensor, tuple[int, int], list[int]]:
-    """Encode ``frames`` sampled frames of a video with the default encoder.
-
-    Args:
-        path: a video or image; ``None`` uses the bundled clip (:func:`bundled_video`).
-        frames: number of frames to sample.
-        progress: show progress bars while decoding and encoding.
-    Returns:
-        ``(x, grid, indices)``: (T, N, D) float32 tokens, the (H, W) token grid and the stream
-        index of each sampled frame.
-    """
-    from ..encoders import default_encoder
-    from ..video import bundled_video, load_frames
-
-    if path is None:
-        path = bundled_video()
-    fr = load_frames(path, frames, progress=progress)
-    enc = default_encoder()
-    x = enc(fr.array, progress=progress)
-    return x, tuple(enc.grid), list(fr.indices)
