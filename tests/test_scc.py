@@ -241,20 +241,45 @@ def test_zero_norm_tokens_do_not_produce_nan():
         assert torch.isfinite(out.tokens).all()
 
 
-def test_large_temporal_graph_uses_packed_rows():
-    # More than 8192 spatial representatives forces the packed-bit adjacency path.
+def test_large_temporal_graph_uses_packed_rows(monkeypatch):
+    # A temporal graph of more than DENSE_ADJ_LIMIT adjacency entries keeps its dense tiles
+    # as packed bits. At the real limit that takes 8193+ representatives (seconds); the
+    # limit is lowered so that an 800-node graph runs the same code, and the packing is
+    # counted, so the test fails if the path is not taken.
     from vistoken.ops import components
 
-    x = clustered(10, 900, 8, 3000, 0.02, seed=6, dtype=torch.float32)
-    old = components.DENSE_ADJ_LIMIT
-    try:
-        packed = vt.compress(x, "scc", tau=0.95)
-        components.DENSE_ADJ_LIMIT = 1 << 40
-        dense = vt.compress(x, "scc", tau=0.95)
-    finally:
-        components.DENSE_ADJ_LIMIT = old
+    g = torch.Generator().manual_seed(6)
+    t, n, d = 20, 40, 16
+    protos = torch.randn(n, d, generator=g, dtype=torch.float64)
+    # every frame holds the same 40 distinct prototypes, slightly moved: no spatial merge,
+    # each representative linked to its 19 copies (tiles far denser than 1/128)
+    x = (protos + 0.02 * torch.randn(t, n, d, generator=g, dtype=torch.float64)).float()
+    calls = {"pack": 0, "unpack": 0}
+    pack, unpack = components._pack, components._unpack
+
+    def counting_pack(a):
+        calls["pack"] += 1
+        return pack(a)
+
+    def counting_unpack(p, cols):
+        calls["unpack"] += 1
+        return unpack(p, cols)
+
+    monkeypatch.setattr(components, "_pack", counting_pack)
+    monkeypatch.setattr(components, "_unpack", counting_unpack)
+    dense = vt.compress(x, "scc", tau=0.9)  # 800 * 800 entries: below the real limit
+    assert calls == {"pack": 0, "unpack": 0}
+    monkeypatch.setattr(components, "DENSE_ADJ_LIMIT", 1 << 16)
+    packed = vt.compress(x, "scc", tau=0.9)
+    assert calls["pack"] > 0 and calls["unpack"] > 0
+    assert packed.info["spatial_tokens"] == t * n and packed.num_tokens == n
     assert torch.equal(packed.tokens, dense.tokens)
     assert torch.equal(packed.sources, dense.sources)
+    ref_out, ref_assign, ref_anchor, ref_m1 = ref_scc(x.double().numpy(), 0.9)
+    assert ref_m1 == t * n
+    np.testing.assert_allclose(packed.tokens.numpy(), ref_out, rtol=1e-5, atol=1e-6)
+    assert packed.sources.tolist() == ref_assign.tolist()
+    assert packed.anchors.tolist() == ref_anchor.tolist()
 
 
 @pytest.mark.parametrize("shape", [(8, 49, 16), (1, 196, 32), (12, 64, 24)])
