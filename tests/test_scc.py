@@ -286,11 +286,11 @@ def test_large_temporal_graph_uses_packed_rows(monkeypatch):
 def test_retention_search_matches_tau_mode(shape):
     # The search reuses cached similarities (per-frame, token pairs); its structure must be
     # the one the plain tau pass builds at the tau it reports.
-    from vistoken.compressors.scc import _SearchCounter
+    from vistoken.compressors.scc_search import SearchCounter
 
     x = clustered(*shape, k=12, noise=0.7, seed=shape[0], dtype=torch.float32)
     xn = normalize(x)
-    counter = _SearchCounter(x, xn)
+    counter = SearchCounter(x, xn)
     for tau in (0.2, 0.5, 0.7, 0.9):
         for lo in (-1.0001, tau - 0.3, tau):
             count, st = counter(tau, lo)
