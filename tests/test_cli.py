@@ -200,12 +200,48 @@ def test_bad_limit_values_are_usage_errors(tmp_path, capsys, flags, needle):
 
 
 def test_byte_sizes():
-    from vistoken.cli import _byte_size, _size_text
+    from vistoken.cli.common import byte_size as _byte_size
+    from vistoken.cli.common import size_text as _size_text
 
     assert _byte_size("1000000") == 1_000_000
     assert _byte_size("512M") == _byte_size("512mib") == 512 * 2**20
     assert _byte_size("1.5G") == 3 * 2**29 and _byte_size("2 GB") == 2**31
     assert _size_text(2**31) == "2G" and _size_text(1000) == "1000"
+
+
+def test_one_integer_rule_for_every_count_flag():
+    import argparse
+
+    from vistoken.cli.common import ANY_INT, COUNT, POSITIVE
+
+    assert (POSITIVE("3"), COUNT("0"), ANY_INT("-2")) == (3, 0, -2)
+    cases = [
+        (POSITIVE, "0", "must be >= 1, got '0'"),
+        (POSITIVE, "1.5", "must be an integer >= 1, got '1.5'"),
+        (COUNT, "-1", "must be >= 0, got '-1'"),
+        (ANY_INT, "x", "must be an integer, got 'x'"),
+    ]
+    for parse, text, message in cases:
+        with pytest.raises(argparse.ArgumentTypeError) as info:
+            parse(text)
+        assert str(info.value) == message
+
+
+def test_summary_statistics_are_the_library_ones(tmp_path, capsys):
+    from vistoken.pipeline import encode
+    from vistoken.stats import frame_stats
+
+    out = tmp_path / "out"
+    code, _, err = run(
+        capsys, "compress", CLIP, "--frames", 2, "--method", "uniform", "--out", out, "-q"
+    )
+    assert code == 0, err
+    s = json.loads((out / "summary.json").read_text())
+    enc = encode(CLIP, 2)
+    result = vt.compress(enc.tokens, "uniform", retention=0.1, grid=enc.grid)
+    expected = frame_stats(result, frames=2, tokens_per_frame=TOKENS_PER_FRAME)
+    assert {k: s[k] for k in expected} == expected
+    assert sum(s["dropped_per_frame"]) == 2 * TOKENS_PER_FRAME - 40  # a selection drops
 
 
 @pytest.fixture
@@ -237,7 +273,7 @@ def test_a_failing_summary_keeps_the_old_sheet(tiny_png, old_run, capsys, monkey
     def disk_full(*args, **kwargs):
         raise OSError(28, "No space left on device", "summary.json")
 
-    monkeypatch.setattr("vistoken.cli._dumps", disk_full)
+    monkeypatch.setattr("vistoken.cli.compress.dumps", disk_full)
     code, stdout, err = run(capsys, "compress", tiny_png, "--frames", 1, "--out", old_run, "-q")
     assert code == 1 and stdout == ""
     assert "No space left on device" in assert_one_error(err)
@@ -406,7 +442,7 @@ def test_interrupt_while_building_the_parser(capsys, monkeypatch):
     def interrupted():
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("vistoken.cli.build_parser", interrupted)
+    monkeypatch.setattr("vistoken.cli.app.build_parser", interrupted)
     code, _, err = run_interrupted(capsys, "methods")
     assert code == 130 and assert_one_error(err) == "vistoken: error: interrupted"
 
