@@ -184,7 +184,23 @@ def test_budget_settling_keeps_best_supported():
     # the tau found gives at least the budget; any excess was settled
     st = scc_structure(x, normalize(x), out.info["tau"])
     assert st.reps.shape[0] - out.info["settled"] == out.num_tokens
-    assert out.info["settled"] >= 0
+
+
+def test_budget_settling_keeps_the_most_supported_components():
+    # Six groups of identical tokens, every two groups at cosine exactly 0.5: the count is
+    # 1 below tau = 0.5 and 6 above it, so a budget of 3 must settle 3 components, and the
+    # groups of 5, 4 and 3 tokens stay (each anchored at its first token, the hub).
+    eye = torch.eye(8, dtype=torch.float64)
+    protos = eye[:6] + eye[7]
+    group = torch.tensor([0, 1, 3, 1, 4, 2, 1, 3, 5, 4, 1, 3, 0, 1, 3, 4])  # sizes 2,5,1,4,3,1
+    x = protos[group].reshape(1, 16, 8)
+    out = vt.compress(x, "scc", retention=3 / 16)
+    assert out.num_tokens == 3 and out.info["settled"] == 3
+    assert out.anchors.tolist() == [1, 2, 4]  # first tokens of the groups of 5, 4 and 3
+    for j, g in enumerate((1, 3, 4)):
+        members = group == g
+        assert (out.sources[members] == j).all()
+    assert (out.sources >= 0).all()  # the settled groups' tokens are merged, not dropped
 
 
 def test_official_mode_equals_exact_below_threshold():
