@@ -74,20 +74,17 @@ def _qwen_text(**over: Any) -> dict[str, Any]:
     return _text(rope_parameters={"rope_type": "default", "mrope_section": [2, 3, 3]}, **over)
 
 
-def tiny_qwen2_vl(seed: int = 0, attn: str = "sdpa", **text: Any) -> Any:
-    """Qwen2VLForConditionalGeneration: 4px patches, 2x2 merge, temporal patch 2."""
-    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
-
-    config = Qwen2VLConfig(
+def _qwen_config(config_cls: Any, vision: dict[str, Any], text: dict[str, Any]) -> Any:
+    """A Qwen2/2.5-VL config: vision tower of 2 heads, 4px patches, 2x2 merge, temporal
+    patch 2 (plus ``vision``), the tiny Qwen2 LLM and the tiny token ids."""
+    return config_cls(
         vision_config={
             "depth": 2,
-            "embed_dim": 32,
-            "hidden_size": 64,
             "num_heads": 2,
             "patch_size": 4,
             "spatial_merge_size": 2,
             "temporal_patch_size": 2,
-            "mlp_ratio": 2,
+            **vision,
         },
         text_config=_qwen_text(**text),
         image_token_id=IMAGE_ID,
@@ -95,6 +92,14 @@ def tiny_qwen2_vl(seed: int = 0, attn: str = "sdpa", **text: Any) -> Any:
         vision_start_token_id=252,
         vision_end_token_id=253,
     )
+
+
+def tiny_qwen2_vl(seed: int = 0, attn: str = "sdpa", **text: Any) -> Any:
+    """Qwen2VLForConditionalGeneration: 4px patches, 2x2 merge, temporal patch 2."""
+    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
+
+    vision = {"embed_dim": 32, "hidden_size": 64, "mlp_ratio": 2}
+    config = _qwen_config(Qwen2VLConfig, vision, text)
     return _build(Qwen2VLForConditionalGeneration, config, seed, attn)
 
 
@@ -102,25 +107,14 @@ def tiny_qwen2_5_vl(seed: int = 0, attn: str = "sdpa", **text: Any) -> Any:
     """Qwen2_5_VLForConditionalGeneration with the same sizes as ``tiny_qwen2_vl``."""
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
-    config = Qwen2_5_VLConfig(
-        vision_config={
-            "depth": 2,
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "out_hidden_size": 64,
-            "num_heads": 2,
-            "patch_size": 4,
-            "spatial_merge_size": 2,
-            "temporal_patch_size": 2,
-            "window_size": 16,
-            "fullatt_block_indexes": [1],
-        },
-        text_config=_qwen_text(**text),
-        image_token_id=IMAGE_ID,
-        video_token_id=VIDEO_ID,
-        vision_start_token_id=252,
-        vision_end_token_id=253,
-    )
+    vision = {
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "out_hidden_size": 64,
+        "window_size": 16,
+        "fullatt_block_indexes": [1],
+    }
+    config = _qwen_config(Qwen2_5_VLConfig, vision, text)
     return _build(Qwen2_5_VLForConditionalGeneration, config, seed, attn)
 
 
