@@ -309,3 +309,14 @@ def test_anchors_must_match_the_tokens():
         vt.Compressed(c.tokens, c.sources, c.positions, {}, torch.tensor([0, 3]))
     with pytest.raises(ValueError, match="anchors must be an int64"):
         vt.Compressed(c.tokens, c.sources, c.positions, {}, torch.tensor([0.0, 3.0, 4.0]))
+
+
+def test_a_grid_method_refuses_a_non_square_frame_without_grid():
+    x = tokens((2, 12, 4))
+    with pytest.raises(ValueError, match=r"needs a frame grid but N=12 is not a perfect square"):
+        vt.compress(x, "pool", retention=0.5)
+    with pytest.raises(ValueError, match=r"grid=\(H, W\) with H \* W == 12"):
+        vt.compress(x, "pool", retention=0.5)
+    out = vt.compress(x, "pool", retention=0.5, grid=(3, 4))  # the grid given: it runs
+    assert out.num_tokens == 12
+    assert torch.equal(grid_positions(2, (3, 4), 12)[out.anchors], out.positions)

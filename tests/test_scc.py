@@ -210,6 +210,26 @@ def test_official_mode_equals_exact_below_threshold():
     assert torch.equal(a.tokens, b.tokens) and torch.equal(a.sources, b.sources)
 
 
+@pytest.mark.parametrize("r", [0.02, 0.1, 0.3])
+def test_official_mode_with_retention_equals_exact_below_threshold(r):
+    x = clustered(6, 196, 16, 12, 0.5, seed=2)  # 1176 < 3234 nodes: every node sampled
+    a = vt.compress(x, "scc", retention=r)
+    b = vt.compress(x, "scc", retention=r, mode="official", seed=123)
+    assert b.num_tokens == math.ceil(r * 6 * 196)
+    assert b.info["mode"] == "official" and b.info["tau"] == a.info["tau"]
+    assert torch.equal(a.tokens, b.tokens) and torch.equal(a.sources, b.sources)
+    assert torch.equal(a.anchors, b.anchors)
+
+
+def test_official_mode_with_retention_samples_and_keeps_the_count():
+    # 3600+ spatial representatives > 3234: the temporal step samples at every tau tried
+    x = clustered(20, 196, 64, 20000, 0.01, seed=4, dtype=torch.float32)
+    o1 = vt.compress(x, "scc", retention=0.1, mode="official", seed=1)
+    assert o1.info["spatial_tokens"] > 3234
+    assert o1.num_tokens == math.ceil(0.1 * 20 * 196)
+    assert o1 == vt.compress(x, "scc", retention=0.1, mode="official", seed=1)  # seeded
+
+
 def test_official_mode_samples_above_threshold():
     # 20 frames x 196 tokens of near-identical content: 3920 spatial reps > 3234, so the
     # temporal step samples; the result is seeded (repeatable) and over-segments.
