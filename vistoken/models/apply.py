@@ -47,6 +47,15 @@ class Handle:
     After each compressed prefill: ``last`` holds the ``Compressed`` result of every unit
     (video, image, sample) in sequence order, and ``stats`` the visual token counts before
     and after and the compressor's own seconds.
+
+    ``stats["compress_seconds"]`` is host time around the compression of every unit. By
+    default nothing waits for the accelerator, so on CUDA it counts the time to launch the
+    work (plus any wait a method itself makes), not the device time, and a prefill costs
+    no extra synchronisation. Set ``handle.sync_timing = True`` to measure the compressor
+    exactly: the device is synchronised before and after it (two
+    ``torch.cuda.synchronize`` calls per compressed prefill on a CUDA model; no effect on
+    the CPU). ``sync_timing`` is an attribute, not an ``apply`` keyword, so that it never
+    collides with a method's options.
     """
 
     def __init__(
@@ -66,6 +75,7 @@ class Handle:
         self._fn_options, self._model_options = self.spec.split_options(self.options)
         self.last: list[Compressed] = []
         self.stats: dict[str, Any] = {}
+        self.sync_timing = False  # True: synchronise CUDA around the compressor (stats)
         self._hooks: list[Any] = []
         self._parts: list[Any] = []  # FastV / probe objects with their own remove()
         # DecodeState per KV-cache object, held weakly (a finished generate frees it)
@@ -156,6 +166,11 @@ class Handle:
             "compress_seconds": 0.0,
         }
 
+    def _sync(self, device: torch.device) -> None:
+        """Wait for a CUDA device, only when timing the compressor (``sync_timing``)."""
+        if self.sync_timing and device.type == "cuda":
+            torch.cuda.synchronize(device)
+
     def _compress_unit(self, unit: Any) -> Compressed:
         # unit.extra: a "vision" method's tower statistics on the unit's grid
         return compress(
@@ -183,17 +198,14 @@ class Handle:
         if self.spec.stage == "vision":
             self.family.attach_vision_stats(module, units, self._parts[0].pop_stats())
         keep = torch.ones(ids.shape, dtype=torch.bool, device=ids.device)
-        sync = embeds.device.type == "cuda"
-        if sync:
-            torch.cuda.synchronize(embeds.device)
+        self._sync(embeds.device)
         t0 = time.perf_counter()
         results = []
         for unit in units:
             c = self._compress_unit(unit)
             place(embeds, keep, unit, c)
             results.append(c)
-        if sync:
-            torch.cuda.synchronize(embeds.device)
+        self._sync(embeds.device)
         seconds = time.perf_counter() - t0
         short = shorten(embeds, keep, am)
 
@@ -240,6 +252,8 @@ def apply(model: Any, method: str, *, retention: float | None = None, **options:
 
     The model's processor outputs go to ``model(**inputs)`` / ``model.generate(**inputs)``
     unchanged. Logits of a compressed prefill follow the shortened sequence.
+    ``handle.stats["compress_seconds"]`` is host time; set ``handle.sync_timing = True``
+    for the compressor's device time on CUDA (see :class:`Handle`).
     """
     family = family_of(model)
     _hf.warn_if_untested()
