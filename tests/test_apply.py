@@ -181,7 +181,7 @@ def test_qwen_positions_equal_a_hand_built_sequence(models):
     # by hand: 3 text + vision_start at 0..3, the video on a (2, 4, 4) grid from 4, then
     # vision_end and text from 4 + max(4, 4) = 8
     video = torch.stack([4 + c.positions[:, 0], 4 + c.positions[:, 1], 4 + c.positions[:, 2]], 0)
-    order = torch.argsort(c.positions[:, 0] * 16 + c.positions[:, 1] * 4 + c.positions[:, 2])
+    order = torch.argsort(c.anchors)  # slot order: the anchors' flat (frame-major) index
     text_before = torch.arange(4).expand(3, -1)
     text_after = (8 + torch.arange(6)).expand(3, -1)
     expected = torch.cat((text_before, video[:, order], text_after), dim=1)
