@@ -53,7 +53,7 @@ def test_compress_writes_consistent_summary_and_sheet(tmp_path, capsys):
     assert sum(s["output_tokens_per_frame"]) == 40
     assert s["dropped_per_frame"] == [0, 0]
     assert set(s["seconds"]) >= {"decode", "encode", "compress", "sheet"}
-    assert all(v >= 0 for v in s["seconds"].values())
+    assert s["seconds"]["decode"] > 0 and s["seconds"]["encode"] > 0  # really measured
     assert s["notes"] == []
     assert s["encoder"] == "efficientnet-lite0 448px 14x14x1280"
     assert s["vistoken_version"] == vt.__version__

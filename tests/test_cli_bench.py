@@ -74,8 +74,9 @@ def test_fidelity_real_run_writes_one_row_per_method_and_ratio(tmp_path, capsys)
         assert int(r["tokens"]) == math.ceil(ratio * n_in)  # 196 and 40
         assert 0.0 < float(r["reconstruction"]) <= 1.0 + 1e-6
         assert 0.0 <= float(r["attention_error"]) < 1.0
-        assert 0.0 <= float(r["coverage"]) <= 1.0
-        assert float(r["seconds"]) >= 0.0
+        if r["method"] == "uniform":  # every frame keeps its share: both frames covered
+            assert float(r["coverage"]) == 1.0
+        assert float(r["seconds"]) > 0.0  # the compression was timed
     by = {(r["method"], float(r["retention"])): r for r in rows}
     for m in ("scc", "uniform"):  # fewer tokens stand for the input less well
         assert float(by[(m, 0.5)]["reconstruction"]) > float(by[(m, 0.1)]["reconstruction"])

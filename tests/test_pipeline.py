@@ -27,7 +27,7 @@ def test_encode_is_load_frames_then_the_default_encoder():
     assert torch.equal(enc.tokens, default_encoder()(frames.array))
     assert enc.encoder == "efficientnet-lite0 448px 14x14x1280"
     assert set(enc.seconds) == {"decode", "encoder_load", "encode"}
-    assert all(s >= 0 for s in enc.seconds.values())
+    assert enc.seconds["decode"] > 0 and enc.seconds["encode"] > 0  # really measured
 
 
 def test_an_image_is_one_frame(tmp_path):
