@@ -9,11 +9,7 @@ import torch
 import transformers  # noqa: F401  (a test dependency: fail, never skip, without it)
 
 import vistoken as vt
-
-try:  # the tiny models moved from vistoken.models.tiny to vistoken.testing
-    from vistoken import testing
-except ImportError:  # pragma: no cover
-    from vistoken.models import tiny as testing
+from vistoken import testing
 
 
 @pytest.fixture(scope="module")

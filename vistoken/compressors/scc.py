@@ -263,4 +263,4 @@ def scc(
     }
     if mode == "official":
         info.update(epsilon=epsilon, seed=seed)
-    return Compressed(finite_cast(out, x.dtype), assign, positions, info)
+    return Compressed(finite_cast(out, x.dtype), assign, positions, info, anchors)
