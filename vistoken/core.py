@@ -353,7 +353,7 @@ class MethodSpec:
     fn: stage "tokens"/"vision": the tensor function ``fn(x, *, grid, budget, **options)``;
     stage "llm": None (``model_part`` does the work). model_part: what ``vt.apply`` puts
     into the model: stage "vision": ``model_part(vision_tower, **model_options)`` -> a
-    probe with ``pop() -> dict of statistics`` and ``remove()``; stage "llm":
+    probe with ``pop_stats() -> dict of statistics`` and ``remove()``; stage "llm":
     ``model_part(text_model, retention=, **model_options)`` -> an object with
     ``prepare(visual_mask, last)`` and ``remove()``. default_retention: used by
     ``vt.apply`` when none is given (FastV: 0.5, its paper's R).
