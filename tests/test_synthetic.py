@@ -96,6 +96,7 @@ def test_shapes_dtypes():
         t = 1 if s.qtype == "image_detail" else 12
         assert s.frames.shape == (t, 64, 64, 3)
         assert s.frames.dtype == np.uint8
+        assert not s.frames.flags.writeable
         assert isinstance(s.question, str) and s.question.endswith("?")
         assert isinstance(s.answer, str)
         assert s.scene["frames"] == t and s.scene["size"] == 64
@@ -328,3 +329,17 @@ def test_dataset_checks_before_drawing():
     # fewer frames are fine when no chosen type needs more
     ds = dataset("test", 4, frames=4, qtypes=("order", "motion"), size=32)
     assert [s.frames.shape for s in ds] == [(4, 32, 32, 3)] * 4
+
+
+@pytest.mark.parametrize("size, frames", [(32, None), (57, 11), (112, 33)])
+def test_other_shapes(size, frames):
+    for q in QTYPES:
+        t = frames or syn.MIN_FRAMES[q]
+        for s in per_type(q, len(ANSWERS[q]), frames=t, size=size):
+            assert s.frames.shape == (1 if q == "image_detail" else t, size, size, 3)
+            assert answer_from_scene(s.scene) == s.answer
+            if q in ("detail", "image_detail"):
+                assert read_glyph(s.frames[s.scene["glyph_frame"]]) == s.answer
+            if q == "motion":
+                c = colour_mask(s.frames, PALETTE[question_colour(s.question)])
+                assert c[0].any() and c[-1].any()

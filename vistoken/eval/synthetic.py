@@ -174,11 +174,12 @@ _QTYPE_IDS = {q: i for i, q in enumerate(QTYPES)}
 _SHAPES = ("square", "circle", "triangle")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Sample:
     """One question about one clip.
 
-    ``frames`` is (T, H, W, 3) uint8 with H = W = ``size`` (T = 1 for ``image_detail``);
+    ``frames`` is a read-only (T, H, W, 3) uint8 array with H = W = ``size`` (T = 1 for
+    ``image_detail``); samples compare by identity (compare ``frames`` with ``np.array_equal``);
     ``answer`` is one of ``choices`` (:data:`ANSWERS` of ``qtype``); ``scene`` is the description
     the frames were rendered from and the answer follows from (:func:`render`,
     :func:`answer_from_scene`).
@@ -557,8 +558,10 @@ def sample(split: str, index: int, qtype: str | None = None, *, seed: int = 0,
     scene["seed"] = sample_seed(split, within, qtype, seed=seed)
     scene["split"] = split
     scene["index"] = within
+    video = render(scene)
+    video.setflags(write=False)
     return Sample(
-        frames=render(scene), question=scene["question"], answer=answer, qtype=qtype,
+        frames=video, question=scene["question"], answer=answer, qtype=qtype,
         choices=ANSWERS[qtype], scene=scene, split=split, index=within,
     )
 
