@@ -29,7 +29,7 @@ on every CI run by the model tests at both ends of the tested range, ``TESTED``)
 6. The decoder stack is ``<inner>.language_model.layers`` with ``self_attn.q_proj/k_proj``
    (optional ``q_norm/k_norm``) and ``input_layernorm`` per layer (FastV re-scores with
    them); the inner multimodal module is ``model.model``.
-7. ``generate()`` (>= 5.23) encodes pixels itself, passes the features as
+7. ``generate()`` (the whole tested range) encodes pixels itself, passes the features as
    ``mm_encoder_outputs`` (a dict; ``{}`` for a text-only prompt) and may drop
    ``image_grid_thw``/``video_grid_thw`` before the forward (families.py reads the grid off
    the M-RoPE positions then).
