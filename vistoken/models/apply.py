@@ -5,7 +5,8 @@ work; nothing is patched at class level, so two models in one process can carry 
 compressors, and ``handle.remove()`` leaves the model exactly as it was.
 
 On a prefill with visual inputs the hook runs the model's own vision path, compresses every
-``Unit`` through ``vt.compress`` (or the model-side method), and hands the language model a
+``Unit`` through ``vt.compress`` (dispatching on the method's registered stage: an in-LLM
+method's ``model_part`` is told the visual positions instead), and hands the language model a
 shorter sequence: ``inputs_embeds``, ``attention_mask``, ``position_ids`` (and
 ``mm_token_type_ids``) all shortened, so the LLM really sees fewer tokens. On the decode
 steps that follow, the same hook maps the generation loop's mask and positions (which
@@ -39,6 +40,7 @@ from .base import (
 from .families import Family, family_of
 
 log = logging.getLogger(__name__)
+
 
 class Handle:
     """A compressor applied to one model instance. ``remove()`` (or leaving the ``with``
