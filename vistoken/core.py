@@ -108,6 +108,17 @@ def _same(a: Any, b: Any) -> bool:
     return result if isinstance(result, bool) else bool(np.all(result))
 
 
+def _check_rows(x: Any, name: str, symbol: str, rows: int, per: str) -> None:
+    """``x`` must be a tensor of shape (rows, ...): TypeError / ValueError otherwise."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() == 0 or x.shape[0] != rows:
+        raise ValueError(
+            f"{name} must have shape ({symbol}, ...) = ({rows}, ...), one row per {per}, "
+            f"got {tuple(x.shape)}"
+        )
+
+
 @dataclass(frozen=True, eq=False)
 class Compressed:
     """The result of a compression.
@@ -189,14 +200,7 @@ class Compressed:
         bool and complex features can only be gathered: TypeError when an output token
         merges several inputs. Vectorised (no loop over tokens); autograd flows through.
         """
-        total = int(self.sources.numel())
-        if not isinstance(features, Tensor):
-            raise TypeError(f"features must be a torch.Tensor, got {type(features).__name__}")
-        if features.dim() == 0 or features.shape[0] != total:
-            raise ValueError(
-                f"features must have shape (T*N, ...) = ({total}, ...), one row per input "
-                f"token, got {tuple(features.shape)}"
-            )
+        _check_rows(features, "features", "T*N", int(self.sources.numel()), "input token")
         return reduce_rows(features, self.sources, self.num_tokens)
 
     def expand(self, outputs: Tensor, fill: Any = 0) -> Tensor:
@@ -208,14 +212,7 @@ class Compressed:
         as ``outputs``. For every input token kept alone (its output's size is 1),
         ``c.expand(c.reduce(f))`` returns its own row of ``f``.
         """
-        m = self.num_tokens
-        if not isinstance(outputs, Tensor):
-            raise TypeError(f"outputs must be a torch.Tensor, got {type(outputs).__name__}")
-        if outputs.dim() == 0 or outputs.shape[0] != m:
-            raise ValueError(
-                f"outputs must have shape (M, ...) = ({m}, ...), one row per output token, "
-                f"got {tuple(outputs.shape)}"
-            )
+        _check_rows(outputs, "outputs", "M", self.num_tokens, "output token")
         src = self.sources.to(outputs.device)
         out = outputs[src.clamp(min=0)]
         dropped = (src < 0).reshape(-1, *([1] * (outputs.dim() - 1)))
