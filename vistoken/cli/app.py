@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from . import bench, compress, flops, methods
+from . import eval as eval_cmd
 from .common import PROG, Parser, UsageError, media_flags
 
 #: command name -> its function (args -> exit status), in the order the help lists them
@@ -17,6 +18,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "methods": methods.run,
     "flops": flops.run,
     "bench": bench.run,
+    "eval": eval_cmd.run,
 }
 
 
@@ -37,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     methods.add_parser(sub)
     flops.add_parser(sub)
     bench.add_parser(sub, media)
+    eval_cmd.add_parser(sub)
     return parser
 
 
