@@ -119,7 +119,10 @@ def wilson(correct: int, n: int, z: float = Z95) -> tuple[float, float]:
     den = 1 + z * z / n
     center = (p + z * z / (2 * n)) / den
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
-    return max(0.0, center - half), min(1.0, center + half)
+    # the exact bounds at 0 and n (the formula gives them up to rounding)
+    lo = 0.0 if correct == 0 else max(0.0, center - half)
+    hi = 1.0 if correct == n else min(1.0, center + half)
+    return lo, hi
 
 
 def _is_image(s: Sample) -> bool:
