@@ -315,3 +315,12 @@ def test_python_dash_m_vistoken_runs_the_cli(monkeypatch, capsys):
         runpy.run_module("vistoken", run_name="__main__", alter_sys=True)
     assert exc.value.code == 0
     assert "--retention" in capsys.readouterr().out
+
+
+def test_progress_bar_when_asked(model, samples, capsys):
+    m, processor = model
+    plan = runner.plan_batches(samples[:2], 2)
+    runner.run_batches(m, processor, samples[:2], [], plan, progress=True)
+    assert "eval: 100%" in capsys.readouterr().err
+    runner.run_batches(m, processor, samples[:2], [], plan, progress=False)
+    assert capsys.readouterr().err == ""

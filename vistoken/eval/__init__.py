@@ -1,6 +1,8 @@
-"""Evaluation of compression methods: how faithfully the output stands for the input.
+"""Evaluation of compression methods: how faithfully the output stands for the input
+(:mod:`.fidelity`), and what it costs in answers (:mod:`.runner`, :mod:`.results`: the
+``vistoken eval`` benchmark on the reference model of :mod:`.reference`).
 
-Metrics and the report only; tokens of a real video come from :mod:`vistoken.pipeline`.
+Tokens of a real video come from :mod:`vistoken.pipeline`.
 """
 
 from typing import Any
@@ -16,9 +18,17 @@ from .fidelity import (
     run_fidelity,
     write_report,
 )
+from .results import build_results, format_table, write_results
+from .runner import Setting, evaluate, wilson
 
 __all__ = [
     "RATIOS",
+    "Setting",
+    "build_results",
+    "evaluate",
+    "format_table",
+    "wilson",
+    "write_results",
     "default_temperature",
     "FidelityRow",
     "attention_error",

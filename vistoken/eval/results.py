@@ -220,7 +220,7 @@ def _plot(results: dict[str, Any], path: Path) -> None:
     from matplotlib.figure import Figure
     from matplotlib.ticker import NullLocator
 
-    fig = Figure(figsize=(7, 4.5), dpi=100)
+    fig = Figure(figsize=(9, 4.5), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.subplots()
     full = results["full"]
@@ -247,7 +247,7 @@ def _plot(results: dict[str, Any], path: Path) -> None:
     ax.set_xlabel("retention (share of visual tokens kept)")
     ax.set_ylabel("accuracy (%)")
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize="small", loc="lower right")
+    ax.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.02, 0.5))
     ax.set_title(
         f"{results['benchmark']}/{results['split']}: {results['samples']} samples "
         "(bands: 95% Wilson intervals)", fontsize="medium"
