@@ -221,6 +221,17 @@ def test_precomputed_tower_outputs_equal_the_pixel_path(model, samples):
                 assert torch.equal(
                     _logits(m, **x), _logits(m, **by_mm, mm_encoder_outputs=dict(mm))
                 )
+            if kind == "video":  # VisionZip from the tower's kept attention input
+                b.tower(probe_layer=-2)
+                with vt.apply(m, "visionzip", retention=0.25):
+                    want = _logits(m, **x)
+                    b.replay_probe_input()
+                    assert torch.equal(
+                        want, _logits(m, **by_mm, mm_encoder_outputs=dict(b.mm))
+                    )
+                    # without the replay the probe has nothing: the statistics come from it
+                    with pytest.raises(RuntimeError, match="captured nothing"):
+                        _logits(m, **by_mm, mm_encoder_outputs=dict(b.mm))
             # the runner's answers are generate()'s on the pixels
             gen = m.generate(**x, max_new_tokens=1, do_sample=False,
                              pad_token_id=processor.tokenizer.pad_token_id)

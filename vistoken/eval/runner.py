@@ -18,9 +18,11 @@ How the work is laid out (:func:`plan_batches`, :func:`run_batches`):
   attention_mask, mm_encoder_outputs=..., max_new_tokens=1, do_sample=False)`` on those
   features. The LLaVA-OneVision adapter reads ``mm_encoder_outputs`` in place of the pixels,
   so a method sees exactly the features it would compute itself. VisionZip needs the tower's
-  attention: the batch's single tower run happens with the first VisionZip setting's probe
-  attached (the probe records statistics and leaves the tower's output untouched); every further
-  VisionZip retention runs the tower again, through the pixels, under its own handle.
+  attention: its handle's probe (``AttentionProbe``, a forward hook on the attention module of
+  the tower layer it reads) records statistics whenever that module runs. The batch's tower
+  run keeps what that module was fed; under each VisionZip handle the module is called once
+  more on it (:meth:`_Batch.replay_probe_input`), so the probe records the statistics of a
+  full tower run at the cost of one attention layer.
 * The answer is the one generated token, greedy.
 
 Decisions (also recorded in every row):
@@ -169,8 +171,12 @@ class _Batch:
         self.prompt_len = int(ids.shape[1])
         self.mm: dict[str, Any] | None = None
 
-    def tower(self) -> dict[str, Any]:
-        """Run the vision tower on the batch's pixels (once); the features by kind."""
+    def tower(self, probe_layer: int | None = None) -> dict[str, Any]:
+        """Run the vision tower on the batch's pixels (once); the features by kind.
+
+        probe_layer: also keep what the tower's encoder layer ``probe_layer`` fed its
+        attention module (:meth:`replay_probe_input` hands it to a VisionZip probe).
+        """
         x = self.inputs
         if self.image:
             out = self.inner.get_image_features(
@@ -180,10 +186,36 @@ class _Batch:
                 return_dict=True,
             )
             self.mm = {"image": out}
-        else:
-            self.mm = {"video": self.inner.get_video_features(x["pixel_values_videos"],
-                                                              return_dict=True)}
+            return self.mm
+        hook = None
+        if probe_layer is not None:
+            from ..models import _hf
+            from ..models.attention import _encoder_layers
+
+            attn = _encoder_layers(self.inner.vision_tower)[probe_layer].self_attn
+
+            def keep(module: Any, args: tuple, kwargs: dict[str, Any]) -> None:
+                hidden, mask = _hf.attention_inputs(args, kwargs)
+                self.probe_input = (module, hidden, mask)
+
+            hook = attn.register_forward_pre_hook(keep, with_kwargs=True)
+        try:
+            video = self.inner.get_video_features(x["pixel_values_videos"], return_dict=True)
+        finally:
+            if hook is not None:
+                hook.remove()
+        self.mm = {"video": video}
         return self.mm
+
+    def replay_probe_input(self) -> None:
+        """Call the probed attention module again on the input it had in :meth:`tower`.
+
+        A VisionZip handle's probe is a forward hook on that module (AttentionProbe): it
+        records the statistics of this batch's frames exactly as a full tower run would,
+        without running the tower again.
+        """
+        module, hidden, mask = self.probe_input
+        module(hidden_states=hidden, attention_mask=mask)
 
     def generate(self, processor: Any, *, pixels: bool = False) -> list[str]:
         """The one greedy answer token of every row, from the cached features (or pixels)."""
@@ -251,25 +283,17 @@ def _run_batch(
     b = _Batch(model, processor, samples, device)
     prepare_s = time.perf_counter() - t0
     cfg = model.config
-    tower_s = 0.0
 
-    def via_apply(s: Setting, mode: str) -> dict[str, Any]:
-        """mode: "features" (the cached tower outputs), "tower" (run the batch's tower
-        under this handle first, then use its outputs), "pixels" (the model's own path)."""
-        nonlocal tower_s
+    def via_apply(s: Setting) -> dict[str, Any]:
         stage = get_method(s.method).stage
         t = time.perf_counter()
-        own_tower = 0.0
         with vt.apply(model, s.method, retention=s.retention) as h:
-            if mode == "tower":
-                t_tower = time.perf_counter()
-                b.tower()
-                own_tower = time.perf_counter() - t_tower
-                tower_s += own_tower
-            answers = b.generate(processor, pixels=mode == "pixels")
+            if stage == "vision":
+                b.replay_probe_input()  # the tower's attention statistics for this handle
+            answers = b.generate(processor)
             last = list(h.last)
             kept = h.stats.get("kept_tokens")
-        seconds = time.perf_counter() - t - own_tower
+        seconds = time.perf_counter() - t
         if stage == "llm":  # FastV: budget_for(retention, n) of each row's n visual tokens
             visual = [budget_for(s.retention, n) if n else 0 for n in b.placeholders]
             if kept is not None and kept != sum(visual):
@@ -289,14 +313,17 @@ def _run_batch(
 
     outs: dict[int, dict[str, Any]] = {}
     run = [k for k, s in enumerate(settings) if not (s.retention == 1.0 and full_at_one)]
-    vision = [k for k in run if get_method(settings[k].method).stage == "vision"]
+    vision = [settings[k] for k in run if get_method(settings[k].method).stage == "vision"]
+    probe_layer = None
+    if vision and not b.image:
+        layers = {int(get_method(s.method).defaults()["layer"]) for s in vision}
+        if len(layers) != 1:
+            raise ValueError(f"vision-stage methods reading different layers: {sorted(layers)}")
+        probe_layer = layers.pop()
     with torch.inference_mode():
-        if vision and not b.image:
-            outs[vision[0]] = via_apply(settings[vision[0]], "tower")
-        else:
-            t = time.perf_counter()
-            b.tower()
-            tower_s = time.perf_counter() - t
+        t = time.perf_counter()
+        b.tower(probe_layer)
+        tower_s = time.perf_counter() - t
         t = time.perf_counter()
         answers = b.generate(processor)
         full_tflops = [_flops(cfg, v, t_, None, 1.0)
@@ -304,8 +331,6 @@ def _run_batch(
         full = _out(answers, list(b.placeholders), full_tflops, time.perf_counter() - t, "full")
         grids_ok: bool | None = None
         for k in run:
-            if k in outs:
-                continue
             spec = get_method(settings[k].method)
             if b.image and spec.stage == "vision":
                 outs[k] = {**full, "seconds": 0.0, "computed": "uncompressed"}
@@ -316,7 +341,7 @@ def _run_batch(
                 if not grids_ok:
                     outs[k] = {**full, "seconds": 0.0, "computed": "uncompressed"}
                     continue
-            outs[k] = via_apply(settings[k], "pixels" if spec.stage == "vision" else "features")
+            outs[k] = via_apply(settings[k])
     reuse = {**full, "seconds": 0.0, "computed": "full"}
     return {
         "full": full,
