@@ -36,7 +36,7 @@ def add_parser(sub: Any) -> None:
         help="accuracy of the methods on the synthetic video-QA benchmark",
         description="Answer LIMIT samples of the synthetic video-QA benchmark with the "
         "reference LLaVA-OneVision model, uncompressed and with every method at every "
-        "retention (through vt.apply), and report per setting: accuracy with a 95%% Wilson "
+        "retention (through vt.apply), and report per setting: accuracy with a 95% Wilson "
         "interval, loyalty (share of answers equal to the full model's), visual tokens and "
         "prefill TFLOPs per sample, seconds and accuracy per question type. A retention 1.0 "
         "row is the uncompressed model. Prints a table and writes DIR/results.json, "
