@@ -193,10 +193,11 @@ class _Batch:
             from ..models.attention import _encoder_layers
 
             attn = _encoder_layers(self.inner.vision_tower)[probe_layer].self_attn
+            self.probe_inputs: list[tuple[Any, Any, Any]] = []
 
             def keep(module: Any, args: tuple, kwargs: dict[str, Any]) -> None:
                 hidden, mask = _hf.attention_inputs(args, kwargs)
-                self.probe_input = (module, hidden, mask)
+                self.probe_inputs.append((module, hidden, mask))  # one per tower call
 
             hook = attn.register_forward_pre_hook(keep, with_kwargs=True)
         try:
@@ -214,8 +215,8 @@ class _Batch:
         records the statistics of this batch's frames exactly as a full tower run would,
         without running the tower again.
         """
-        module, hidden, mask = self.probe_input
-        module(hidden_states=hidden, attention_mask=mask)
+        for module, hidden, mask in self.probe_inputs:
+            module(hidden_states=hidden, attention_mask=mask)
 
     def generate(self, processor: Any, *, pixels: bool = False) -> list[str]:
         """The one greedy answer token of every row, from the cached features (or pixels)."""
