@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from . import bench, compress, flops, methods
+from . import train as train_cmd
 from . import eval as eval_cmd
 from .common import PROG, Parser, UsageError, media_flags
 
@@ -19,6 +20,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "flops": flops.run,
     "bench": bench.run,
     "eval": eval_cmd.run,
+    "train-reference": train_cmd.run,
 }
 
 
@@ -40,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     flops.add_parser(sub)
     bench.add_parser(sub, media)
     eval_cmd.add_parser(sub)
+    train_cmd.add_parser(sub)
     return parser
 
 

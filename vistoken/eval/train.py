@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from . import synthetic as syn
@@ -39,10 +40,13 @@ __all__ = ["TrainConfig", "evaluate_split", "train"]
 class TrainConfig:
     """Arguments of one training run (saved to ``train_args.json``)."""
 
-    steps: int = 1500
+    steps: int = 3400
     batch_size: int = 16
     lr: float = 2e-3
-    warmup: int = 60
+    warmup: int = 30
+    #: the learning rate is constant from the warm-up to this share of the steps, then
+    #: decays on a cosine to 5% at the end
+    decay_from: float = 0.6
     weight_decay: float = 0.01
     seed: int = 0
     data_seed: int = 0
@@ -50,23 +54,131 @@ class TrainConfig:
     size: int = SIZE
     checkpoint_every: int = 50
     log_every: int = 10
-    val_every: int = 250
-    val_samples: int = 120
+    val_every: int = 400
+    val_samples: int = 60
     max_minutes: float | None = None
     bf16: bool = False
+    aux_weight: float = 1.0
+    #: (until_step, frames) phases before the full ``frames``: short clips first, so that the
+    #: LLM learns to find the few tokens that matter among fewer of them; a phase trains only
+    #: the types its clip length can show (``synthetic.MIN_FRAMES``)
+    curriculum: tuple[tuple[int, int], ...] = ((800, 2), (1600, 4), (2400, 10))
+    #: the question types trained (and validated) on
+    qtypes: tuple[str, ...] = syn.QTYPES
+
+
+#: Classes of the auxiliary object head: nothing, or a palette colour x shape.
+_OBJ_CLASSES = ("none",) + tuple(f"{c}_{s}" for c in syn.PALETTE for s in ("square", "circle"))
+#: Classes of the auxiliary glyph head: nothing, or the plated (target) glyph's character.
+_GLYPH_CLASSES = ("none",) + tuple(syn.FONT)
+#: A patch is labelled with a thing when the thing covers at least this share of its pixels.
+_COVER = 0.25
+
+
+def patch_labels(scene: dict[str, Any], patch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-patch labels of a scene for the auxiliary heads: (T, P) object and glyph classes.
+
+    Drawn from the scene description with the renderer's own shape geometry: a patch's
+    object class is the palette object (colour, shape) covering the most of its pixels (at
+    least :data:`_COVER`, else "none"); its glyph class is the target glyph's character
+    where the glyph's plate covers at least :data:`_COVER` of it.
+    """
+    from PIL import Image, ImageDraw
+
+    frames, size = int(scene["frames"]), int(scene["size"])
+    g = size // patch
+    obj = np.zeros((frames, size, size), np.int64)
+    for t in range(frames):
+        img = Image.new("L", (size, size), 0)
+        draw = ImageDraw.Draw(img)
+        for o in scene["objects"]:
+            name = o["colour"][t]
+            if name is not None:
+                x, y = o["xy"][t]
+                cls = _OBJ_CLASSES.index(f"{name}_{o['shape']}")
+                syn._draw_shape(draw, o["shape"], x, y, o["extent"], cls)
+        obj[t] = np.asarray(img)
+    glyph = np.zeros((frames, size, size), np.int64)
+    for gl in scene["glyphs"]:
+        if gl["plate"]:
+            s = gl["scale"]
+            glyph[gl["frame"], gl["y"]:gl["y"] + 9 * s, gl["x"]:gl["x"] + 7 * s] = (
+                _GLYPH_CLASSES.index(gl["char"]))
+
+    def per_patch(m: np.ndarray, k: int) -> torch.Tensor:
+        cells = m[:, :g * patch, :g * patch].reshape(frames, g, patch, g, patch)
+        cells = cells.transpose(0, 1, 3, 2, 4).reshape(frames, g * g, patch * patch)
+        counts = np.stack([(cells == c).sum(-1) for c in range(k)], -1)  # (T, P, k)
+        counts[..., 0] = 0
+        best = counts.argmax(-1)
+        hit = counts.max(-1) >= _COVER * patch * patch
+        return torch.from_numpy(np.where(hit, best, 0))
+
+    return per_patch(obj, len(_OBJ_CLASSES)), per_patch(glyph, len(_GLYPH_CLASSES))
+
+
+class AuxHeads(torch.nn.Module):
+    """Linear probes on the vision tower's selected features, trained beside the answer loss
+    (dense per-patch supervision that makes the from-scratch tower learn within the budget);
+    they are not part of the saved model."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.obj = torch.nn.Linear(dim, len(_OBJ_CLASSES))
+        self.glyph = torch.nn.Linear(dim, len(_GLYPH_CLASSES))
+
+    def loss(self, feats: torch.Tensor, obj: torch.Tensor, glyph: torch.Tensor) -> torch.Tensor:
+        # labelled patches weigh 5x the empty ones (most patches are background)
+        def ce(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            w = torch.where(y > 0, 5.0, 1.0)
+            per = torch.nn.functional.cross_entropy(logits.flatten(0, -2), y.flatten(),
+                                                    reduction="none")
+            return (per * w.flatten()).sum() / w.sum()
+
+        return ce(self.obj(feats), obj) + ce(self.glyph(feats), glyph)
+
+
+def _aux_labels(samples: list[syn.Sample], patch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Labels in the order the tower sees the batch's frames: image crops (base + tile, the
+    same 112 px picture) first, then every video's frames."""
+    objs, glyphs = [], []
+    for want_image in (True, False):
+        for s in samples:
+            if (s.qtype == "image_detail") != want_image:
+                continue
+            o, g = patch_labels(s.scene, patch)
+            reps = 2 if want_image else 1
+            objs.extend([o] * reps)
+            glyphs.extend([g] * reps)
+    return torch.cat(objs), torch.cat(glyphs)
 
 
 def _lr_at(cfg: TrainConfig, step: int) -> float:
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
-    frac = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    start = cfg.decay_from * cfg.steps
+    if step < start:
+        return cfg.lr
+    frac = (step - start) / max(1.0, cfg.steps - start)
     return cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac))))
 
 
+def phase_of(cfg: TrainConfig, step: int) -> tuple[int, int]:
+    """(phase number, frames) of a step under the curriculum."""
+    for p, (until, frames) in enumerate(cfg.curriculum):
+        if step < until:
+            return p, frames
+    return len(cfg.curriculum), cfg.frames
+
+
 def _batch(processor: Any, cfg: TrainConfig, step: int) -> tuple[Any, list[syn.Sample]]:
-    start = step * cfg.batch_size
+    phase, frames = phase_of(cfg, step)
+    qtypes = [q for q in cfg.qtypes if syn.MIN_FRAMES[q] <= frames]
+    k = len(qtypes)
+    start = phase * 10**7 + step * cfg.batch_size  # a stream of its own per phase
     samples = [
-        syn.sample("train", i, seed=cfg.data_seed, frames=cfg.frames, size=cfg.size)
+        syn.sample("train", i // k, qtypes[i % k], seed=cfg.data_seed, frames=frames,
+                   size=cfg.size)
         for i in range(start, start + cfg.batch_size)
     ]
     return prompts(processor, samples), samples
@@ -96,11 +208,35 @@ def evaluate_split(model: Any, processor: Any, samples: list[syn.Sample],
     return {"accuracy": total, "per_type": per}
 
 
-def _save_checkpoint(path: Path, model: Any, opt: Any, step: int, log: list[dict]) -> None:
+def _save_checkpoint(path: Path, model: Any, aux: Any, opt: Any, step: int,
+                     log: list[dict], config: dict[str, Any]) -> None:
     tmp = path.with_suffix(".tmp")
-    torch.save({"model": model.state_dict(), "optim": opt.state_dict(), "step": step,
-                "log": log}, tmp)
+    torch.save({"model": model.state_dict(), "aux": aux.state_dict(), "optim": opt.state_dict(),
+                "step": step, "log": log, "config": config}, tmp)
     os.replace(tmp, path)
+
+
+def check_config(cfg: TrainConfig) -> None:
+    """ValueError naming the first argument of ``cfg`` that cannot train."""
+    for name in ("steps", "batch_size", "warmup", "checkpoint_every", "log_every", "val_every",
+                 "val_samples"):
+        if getattr(cfg, name) < 1:
+            raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
+    if not cfg.lr > 0 or not 0 <= cfg.decay_from <= 1 or cfg.aux_weight < 0:
+        raise ValueError("lr must be > 0, decay_from in [0, 1] and aux_weight >= 0")
+    if cfg.max_minutes is not None and not cfg.max_minutes > 0:
+        raise ValueError(f"max_minutes must be > 0, got {cfg.max_minutes}")
+    last = 0
+    for until, frames in cfg.curriculum:
+        if until <= last or not 1 <= frames <= cfg.frames:
+            raise ValueError(
+                f"curriculum phases must be (until_step, frames) with increasing steps and "
+                f"1 <= frames <= {cfg.frames}, got {cfg.curriculum}"
+            )
+        last = until
+    for q in cfg.qtypes:
+        if q not in syn.QTYPES:
+            raise ValueError(f"unknown qtype {q!r}; expected one of {', '.join(syn.QTYPES)}")
 
 
 def train(out: str | Path, cfg: TrainConfig, *, progress: bool = True,
@@ -108,13 +244,20 @@ def train(out: str | Path, cfg: TrainConfig, *, progress: bool = True,
     """Train (or resume) the reference model into ``out``; returns the final validation."""
     from tqdm import tqdm
 
+    check_config(cfg)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     echo = echo or (lambda m: print(m, file=sys.stderr))
     model, processor = build_reference(cfg.seed)
     model.train()
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
-    rest = [p for n, p in model.named_parameters() if p.ndim < 2]
+    aux = AuxHeads(model.config.vision_config.hidden_size)
+    patch = model.config.vision_config.patch_size
+    params = [*model.named_parameters(), *(("aux." + n, p) for n, p in aux.named_parameters())]
+    decay = [p for n, p in params if p.ndim >= 2]
+    rest = [p for n, p in params if p.ndim < 2]
+    captured: list[torch.Tensor] = []
+    model.model.multi_modal_projector.register_forward_pre_hook(
+        lambda mod, args: captured.append(args[0]))
     opt = torch.optim.AdamW(
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": rest, "weight_decay": 0}],
         lr=cfg.lr, betas=(0.9, 0.98),
@@ -123,13 +266,19 @@ def train(out: str | Path, cfg: TrainConfig, *, progress: bool = True,
     step, log = 0, []
     if ckpt_path.is_file():
         state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        if state.get("config") != asdict(cfg):
+            raise ValueError(
+                f"{ckpt_path} was written by a run with other arguments ({state.get('config')}); "
+                "resume with the same arguments or train into another folder"
+            )
         model.load_state_dict(state["model"])
+        aux.load_state_dict(state["aux"])
         opt.load_state_dict(state["optim"])
         step, log = int(state["step"]), list(state["log"])
         echo(f"resuming from {ckpt_path} at step {step}")
     (out / "train_args.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
     val = syn.dataset("val", cfg.val_samples, seed=cfg.data_seed, frames=cfg.frames,
-                      size=cfg.size)
+                      size=cfg.size, qtypes=cfg.qtypes)
     elapsed = sum(r.get("seconds", 0.0) for r in log if "loss" in r)
     t_start = time.monotonic()
     deadline = None if cfg.max_minutes is None else t_start + 60 * cfg.max_minutes - elapsed
@@ -146,23 +295,36 @@ def train(out: str | Path, cfg: TrainConfig, *, progress: bool = True,
                 g["lr"] = _lr_at(cfg, step)
             batch, samples = _batch(processor, cfg, step)
             target = _targets(processor, samples)
+            captured.clear()
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
                 logits = model(**batch, logits_to_keep=1).logits[:, -1].float()
-            loss = torch.nn.functional.cross_entropy(logits, target)
+            answer_loss = torch.nn.functional.cross_entropy(logits, target)
+            loss = answer_loss
+            aux_loss = torch.zeros(())
+            if cfg.aux_weight:
+                obj, glyph = _aux_labels(samples, patch)
+                feats = torch.cat(captured).float()
+                aux_loss = aux.loss(feats, obj, glyph)
+                loss = loss + cfg.aux_weight * aux_loss
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_([p for _, p in params], 1.0)
             opt.step()
             opt.zero_grad(set_to_none=True)
             step += 1
             hit = int((logits.argmax(-1) == target).sum())
-            window.append((float(loss), hit, len(samples)))
+            window.append(
+                (float(answer_loss.detach()), hit, len(samples), float(aux_loss.detach()))
+            )
             dt = time.monotonic() - t0
             if step % cfg.log_every == 0 or step == cfg.steps:
                 n = sum(w[2] for w in window)
                 rec = {"step": step, "loss": sum(w[0] for w in window) / len(window),
                        "train_accuracy": sum(w[1] for w in window) / n,
+                       "aux_loss": sum(w[3] for w in window) / len(window),
                        "lr": _lr_at(cfg, step - 1), "seconds": dt * len(window)}
                 log.append(rec)
+                if not progress:
+                    echo(json.dumps({k: round(v, 4) for k, v in rec.items()}))
                 bar.set_postfix(loss=f"{rec['loss']:.3f}", acc=f"{rec['train_accuracy']:.2f}")
                 window = []
             bar.update(1)
@@ -172,14 +334,14 @@ def train(out: str | Path, cfg: TrainConfig, *, progress: bool = True,
                 echo(f"step {step}: val accuracy {v['accuracy']:.3f} "
                      + " ".join(f"{q}={a:.2f}" for q, a in sorted(v["per_type"].items())))
             if step % cfg.checkpoint_every == 0:
-                _save_checkpoint(ckpt_path, model, opt, step, log)
+                _save_checkpoint(ckpt_path, model, aux, opt, step, log, asdict(cfg))
     except KeyboardInterrupt:
-        _save_checkpoint(ckpt_path, model, opt, step, log)
+        _save_checkpoint(ckpt_path, model, aux, opt, step, log, asdict(cfg))
         echo(f"interrupted: checkpoint at step {step} in {ckpt_path}; run again to resume")
         raise
     finally:
         bar.close()
-    _save_checkpoint(ckpt_path, model, opt, step, log)
+    _save_checkpoint(ckpt_path, model, aux, opt, step, log, asdict(cfg))
     v = evaluate_split(model, processor, val)
     log.append({"step": step, "val": v, "final": True})
     model.eval()
