@@ -250,7 +250,9 @@ def train(out: str | Path, cfg: TrainConfig, *, progress: bool = True,
     echo = echo or (lambda m: print(m, file=sys.stderr))
     model, processor = build_reference(cfg.seed)
     model.train()
-    aux = AuxHeads(model.config.vision_config.hidden_size)
+    with torch.random.fork_rng(devices=[]):  # seeded, and the global RNG left alone
+        torch.manual_seed(cfg.seed + 1)
+        aux = AuxHeads(model.config.vision_config.hidden_size)
     patch = model.config.vision_config.patch_size
     params = [*model.named_parameters(), *(("aux." + n, p) for n, p in aux.named_parameters())]
     decay = [p for n, p in params if p.ndim >= 2]
