@@ -1,0 +1,159 @@
+"""The reference VLM and its trainer: processor, prompts, auxiliary labels, resumable training."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from vistoken.eval import synthetic as syn
+from vistoken.eval import train as tr
+from vistoken.eval.reference import (
+    CUE,
+    SIZE,
+    build_reference,
+    decode_answers,
+    load_reference,
+    prompts,
+)
+
+
+@pytest.fixture(scope="module")
+def ref():
+    return build_reference(0)
+
+
+def test_tokenizer_knows_every_question_and_answer(ref):
+    _, proc = ref
+    tok = proc.tokenizer
+    unk = tok.unk_token_id
+    for s in syn.dataset("val", 60, frames=16, size=SIZE):
+        ids = tok(f"{s.question} {CUE} {s.answer}")["input_ids"]
+        assert unk not in ids, s.question
+        assert tok.convert_ids_to_tokens(ids[-1]) == s.answer  # answers are one token
+    for seed in (1, 2):
+        for s in syn.dataset("test", 30, seed=seed, frames=16, size=SIZE):
+            assert unk not in tok(s.question)["input_ids"]
+
+
+def test_prompts_expand_to_the_models_visual_token_counts(ref):
+    model, proc = ref
+    samples = syn.dataset("val", 6, frames=16, size=SIZE)  # one of each type
+    batch = prompts(proc, samples)
+    cfg = model.config
+    video = (batch["input_ids"] == cfg.video_token_id).sum(1)
+    image = (batch["input_ids"] == cfg.image_token_id).sum(1)
+    for s, v, i in zip(samples, video.tolist(), image.tolist(), strict=True):
+        if s.qtype == "image_detail":
+            assert (v, i) == (0, 196 + 14 * 15)  # base grid + one tile with row newlines
+        else:
+            assert (v, i) == (16 * 49 + 1, 0)
+    assert batch["pixel_values_videos"].shape == (5, 16, 3, SIZE, SIZE)
+    # left padding: every row ends with the cue, the answer is the next token
+    tok = proc.tokenizer
+    assert all(tok.convert_ids_to_tokens(r[-1]) == ":" for r in batch["input_ids"].tolist())
+    assert (batch["attention_mask"][:, -1] == 1).all()
+    with torch.no_grad():
+        out = model.generate(**batch, max_new_tokens=1, do_sample=False)
+    answers = decode_answers(proc, out[:, batch["input_ids"].shape[1]:])
+    assert len(answers) == 6 and all(isinstance(a, str) for a in answers)
+
+
+def test_load_reference_names_a_missing_checkpoint(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no reference model at .*train-reference"):
+        load_reference(tmp_path / "nothing")
+
+
+@pytest.mark.parametrize("qtype", ["order", "detail", "image_detail", "count"])
+def test_patch_labels_follow_the_pixels(qtype):
+    s = syn.sample("val", 3, qtype, frames=16, size=SIZE)
+    obj, glyph = tr.patch_labels(s.scene, 8)
+    t = s.frames.shape[0]
+    assert obj.shape == glyph.shape == (t, (SIZE // 8) ** 2)
+    px = s.frames.reshape(t, 14, 8, 14, 8, 3).transpose(0, 1, 3, 2, 4, 5).reshape(t, 196, 64, 3)
+    for cls in range(1, len(tr._OBJ_CLASSES)):
+        colour = tr._OBJ_CLASSES[cls].split("_")[0]
+        share = (px == np.array(syn.PALETTE[colour], np.uint8)).all(-1).mean(-1)
+        labelled = (obj == cls).numpy()
+        # a patch labelled with an object shows its colour over >= a quarter of its pixels,
+        # less only where a glyph plate is drawn over it
+        assert (share[labelled & (glyph == 0).numpy()] >= 0.25).all()
+    plate = (px == np.array(syn.PLATE_COLOUR, np.uint8)).all(-1).mean(-1)
+    white = (px == np.array(syn.GLYPH_COLOUR, np.uint8)).all(-1).mean(-1)
+    g = (glyph > 0).numpy()
+    if qtype in ("detail", "image_detail"):
+        assert g.sum() >= 2
+        assert ((plate + white)[g] >= 0.25).all()
+        assert set(glyph[g].tolist()) == {tr._GLYPH_CLASSES.index(s.answer)}
+    else:
+        assert not g.any()
+        assert (obj > 0).any()
+
+
+def _tiny_cfg(**over):
+    base = dict(steps=4, batch_size=2, warmup=1, curriculum=((2, 2),), frames=4,
+                qtypes=("detail", "colour_at_time"), checkpoint_every=1, log_every=1,
+                val_every=100, val_samples=2)
+    base.update(over)
+    return tr.TrainConfig(**base)
+
+
+def _weights(path):
+    model, _ = load_reference(path)
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def test_training_moves_the_weights_and_resumes_exactly(tmp_path):
+    cfg = _tiny_cfg()
+    tr.train(tmp_path / "a", cfg, progress=False, echo=lambda m: None)
+    a = _weights(tmp_path / "a")
+    init, _ = build_reference(cfg.seed)
+    assert any(not torch.equal(v, a[k]) for k, v in init.state_dict().items())
+    # two steps, stop, then the same command again: the same weights as four in one go
+    tr.train(tmp_path / "b", _tiny_cfg(steps=4, max_minutes=1e-9), progress=False,
+             echo=lambda m: None)  # stops before its first step (time limit)
+    state = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)
+    assert state["step"] == 0
+    import shutil
+
+    shutil.rmtree(tmp_path / "b")
+    half = _tiny_cfg(steps=4)
+    # interrupt after two steps by raising from the echo of the second step's log line
+    seen = []
+
+    def stop_after_two(msg):
+        seen.append(msg)
+        if msg.startswith("{") and json.loads(msg)["step"] == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        tr.train(tmp_path / "b", half, progress=False, echo=stop_after_two)
+    assert torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)["step"] == 2
+    tr.train(tmp_path / "b", half, progress=False, echo=lambda m: None)
+    b = _weights(tmp_path / "b")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    log = [json.loads(x) for x in (tmp_path / "b" / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if "loss" in r] == [1, 2, 3, 4]
+    assert json.loads((tmp_path / "b" / "train_args.json").read_text())["steps"] == 4
+
+
+def test_resume_with_other_arguments_is_refused(tmp_path):
+    tr.train(tmp_path, _tiny_cfg(steps=1), progress=False, echo=lambda m: None)
+    with pytest.raises(ValueError, match="other arguments"):
+        tr.train(tmp_path, _tiny_cfg(steps=2), progress=False, echo=lambda m: None)
+
+
+@pytest.mark.parametrize("over, match", [
+    ({"steps": 0}, "steps must be >= 1"),
+    ({"lr": 0.0}, "lr must be > 0"),
+    ({"curriculum": ((5, 2), (3, 4))}, "increasing steps"),
+    ({"curriculum": ((5, 99),)}, "frames <="),
+    ({"qtypes": ("nope",)}, "unknown qtype"),
+    ({"max_minutes": 0.0}, "max_minutes"),
+])
+def test_bad_training_arguments(tmp_path, over, match):
+    with pytest.raises(ValueError, match=match):
+        tr.train(tmp_path, _tiny_cfg(**over), progress=False)
+    assert not any(tmp_path.iterdir())  # refused before anything was written
