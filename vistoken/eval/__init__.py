@@ -18,8 +18,6 @@ from .fidelity import (
     run_fidelity,
     write_report,
 )
-from .results import build_results, format_table, write_results
-from .runner import Setting, evaluate, wilson
 
 __all__ = [
     "RATIOS",
@@ -41,6 +39,18 @@ __all__ = [
 ]
 
 
+#: names loaded on first use: the benchmark's modules draw with PIL, which the metrics never
+#: need (name -> its submodule)
+_LAZY = {
+    "Setting": "runner",
+    "evaluate": "runner",
+    "wilson": "runner",
+    "build_results": "results",
+    "format_table": "results",
+    "write_results": "results",
+}
+
+
 def __getattr__(name: str) -> Any:
     # video_features decodes and encodes a video: it lives in vistoken.pipeline, imported only
     # when asked for, so that the metrics never pull in the media stack
@@ -48,4 +58,8 @@ def __getattr__(name: str) -> Any:
         from ..pipeline import video_features
 
         return video_features
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
