@@ -143,6 +143,10 @@ def test_resume_with_other_arguments_is_refused(tmp_path):
     tr.train(tmp_path, _tiny_cfg(steps=1), progress=False, echo=lambda m: None)
     with pytest.raises(ValueError, match="other arguments"):
         tr.train(tmp_path, _tiny_cfg(steps=2), progress=False, echo=lambda m: None)
+    # the time limit is not part of the recipe: a run it stopped may go on without it
+    msgs = []
+    tr.train(tmp_path, _tiny_cfg(steps=1, max_minutes=5.0), progress=False, echo=msgs.append)
+    assert any("resuming" in m and "step 1" in m for m in msgs)
 
 
 @pytest.mark.parametrize("over, match", [

@@ -268,7 +268,11 @@ def train(out: str | Path, cfg: TrainConfig, *, progress: bool = True,
     step, log = 0, []
     if ckpt_path.is_file():
         state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        if state.get("config") != asdict(cfg):
+        def recipe(c: dict[str, Any] | None) -> dict[str, Any] | None:
+            # the time limit is not part of the recipe: a run stopped by it may go on
+            return None if c is None else {k: v for k, v in c.items() if k != "max_minutes"}
+
+        if recipe(state.get("config")) != recipe(asdict(cfg)):
             raise ValueError(
                 f"{ckpt_path} was written by a run with other arguments ({state.get('config')}); "
                 "resume with the same arguments or train into another folder"
@@ -281,12 +285,13 @@ def train(out: str | Path, cfg: TrainConfig, *, progress: bool = True,
     (out / "train_args.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
     val = syn.dataset("val", cfg.val_samples, seed=cfg.data_seed, frames=cfg.frames,
                       size=cfg.size, qtypes=cfg.qtypes)
-    elapsed = sum(r.get("seconds", 0.0) for r in log if "loss" in r)
+    # wall time of the earlier runs of this folder (validation included)
+    elapsed = max((r.get("elapsed", 0.0) for r in log), default=0.0)
     t_start = time.monotonic()
     deadline = None if cfg.max_minutes is None else t_start + 60 * cfg.max_minutes - elapsed
     bar = tqdm(total=cfg.steps, initial=step, disable=not progress, desc="train-reference",
                unit="step", file=sys.stderr)
-    window: list[tuple[float, int, int]] = []
+    window: list[tuple[float, int, int, float, float]] = []
     try:
         while step < cfg.steps:
             if deadline is not None and time.monotonic() > deadline:
@@ -315,15 +320,16 @@ def train(out: str | Path, cfg: TrainConfig, *, progress: bool = True,
             step += 1
             hit = int((logits.argmax(-1) == target).sum())
             window.append(
-                (float(answer_loss.detach()), hit, len(samples), float(aux_loss.detach()))
+                (float(answer_loss.detach()), hit, len(samples), float(aux_loss.detach()),
+                 time.monotonic() - t0)
             )
-            dt = time.monotonic() - t0
             if step % cfg.log_every == 0 or step == cfg.steps:
                 n = sum(w[2] for w in window)
                 rec = {"step": step, "loss": sum(w[0] for w in window) / len(window),
                        "train_accuracy": sum(w[1] for w in window) / n,
                        "aux_loss": sum(w[3] for w in window) / len(window),
-                       "lr": _lr_at(cfg, step - 1), "seconds": dt * len(window)}
+                       "lr": _lr_at(cfg, step - 1), "seconds": sum(w[4] for w in window),
+                       "elapsed": elapsed + time.monotonic() - t_start}
                 log.append(rec)
                 if not progress:
                     echo(json.dumps({k: round(v, 4) for k, v in rec.items()}))
@@ -332,7 +338,8 @@ def train(out: str | Path, cfg: TrainConfig, *, progress: bool = True,
             bar.update(1)
             if step % cfg.val_every == 0:
                 v = evaluate_split(model, processor, val)
-                log.append({"step": step, "val": v})
+                log.append({"step": step, "val": v,
+                            "elapsed": elapsed + time.monotonic() - t_start})
                 echo(f"step {step}: val accuracy {v['accuracy']:.3f} "
                      + " ".join(f"{q}={a:.2f}" for q, a in sorted(v["per_type"].items())))
             if step % cfg.checkpoint_every == 0:
