@@ -8,8 +8,8 @@ import sys
 from collections.abc import Callable, Sequence
 
 from . import bench, compress, flops, methods
-from . import train as train_cmd
 from . import eval as eval_cmd
+from . import train as train_cmd
 from .common import PROG, Parser, UsageError, media_flags
 
 #: command name -> its function (args -> exit status), in the order the help lists them
