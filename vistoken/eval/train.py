@@ -40,7 +40,7 @@ __all__ = ["TrainConfig", "evaluate_split", "train"]
 class TrainConfig:
     """Arguments of one training run (saved to ``train_args.json``)."""
 
-    steps: int = 3400
+    steps: int = 2500
     batch_size: int = 16
     lr: float = 2e-3
     warmup: int = 30
@@ -62,7 +62,7 @@ class TrainConfig:
     #: (until_step, frames) phases before the full ``frames``: short clips first, so that the
     #: LLM learns to find the few tokens that matter among fewer of them; a phase trains only
     #: the types its clip length can show (``synthetic.MIN_FRAMES``)
-    curriculum: tuple[tuple[int, int], ...] = ((800, 2), (1600, 4), (2400, 10))
+    curriculum: tuple[tuple[int, int], ...] = ((600, 2), (1200, 4), (1900, 10))
     #: the question types trained (and validated) on
     qtypes: tuple[str, ...] = syn.QTYPES
 
