@@ -7,6 +7,9 @@ Commands::
     vistoken methods                   list the registered compression methods
     vistoken bench fidelity [options]  every method at every ratio: fidelity.md/.csv/.png
     vistoken flops [options]           prefill FLOPs of a video VLM, full vs compressed
+    vistoken eval [options]            accuracy of methods x retentions on the synthetic
+                                       benchmark with the reference VLM: results.json/.csv/.png
+    vistoken train-reference [options] train that reference VLM from scratch (resumable)
 
 Exit status: 0 on success, 2 for a usage error (bad flag or value, unknown method or option
 or an option value the method's registry entry rejects, detected before any work is done), 1
@@ -17,7 +20,7 @@ shows the traceback instead.
 
 Modules: ``app`` (the parser, :func:`main`, error handling), ``common`` (argument types, the
 shared flags, checks, JSON output), one per command: ``compress`` (compress and demo),
-``methods``, ``bench``, ``flops``. Files to tokens is :func:`vistoken.pipeline.encode`.
+``methods``, ``bench``, ``flops``, ``eval``, ``train`` (train-reference). Files to tokens is :func:`vistoken.pipeline.encode`.
 
 Start-up: this package imports only the standard library at import time (``import vistoken``
 is lazy too; so is every module of this package at its top level), and :func:`main` imports
