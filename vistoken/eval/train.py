@@ -63,6 +63,11 @@ class TrainConfig:
     #: LLM learns to find the few tokens that matter among fewer of them; a phase trains only
     #: the types its clip length can show (``synthetic.MIN_FRAMES``)
     curriculum: tuple[tuple[int, int], ...] = ((600, 2), (1200, 4), (1900, 10))
+    #: (from_step, to_step): the share of *background* visual tokens the LLM may attend to
+    #: ramps from 0 to 1 between these steps (1 after): early on it sees only the tokens
+    #: that hold an object or the glyph (``patch_labels``), so it learns to read them before
+    #: it must learn to find them among the background (the rest are masked as keys)
+    reveal: tuple[int, int] = (300, 1500)
     #: the question types trained (and validated) on
     qtypes: tuple[str, ...] = syn.QTYPES
 
@@ -153,6 +158,56 @@ def _aux_labels(samples: list[syn.Sample], patch: int) -> tuple[torch.Tensor, to
     return torch.cat(objs), torch.cat(glyphs)
 
 
+def reveal_share(cfg: TrainConfig, step: int) -> float:
+    """The share of background visual tokens visible to the LLM at ``step``."""
+    start, end = cfg.reveal
+    if step < start:
+        return 0.0
+    return min(1.0, (step - start) / max(1, end - start))
+
+
+def _pooled(labels: torch.Tensor, grid: int) -> torch.Tensor:
+    """(T, P) patch labels -> (T, P / 4) bool: a pooled 2x2 cell holds something."""
+    t = labels.shape[0]
+    x = (labels > 0).reshape(t, 1, grid, grid).float()
+    pooled = torch.nn.functional.max_pool2d(x, 2, ceil_mode=True)
+    return pooled.reshape(t, -1) > 0
+
+
+def _visible(batch: Any, samples: list[syn.Sample], config: Any, share: float,
+             gen: torch.Generator) -> torch.Tensor:
+    """The attention mask with the hidden background visual tokens set to 0.
+
+    Videos: 49 pooled tokens per frame, then the newline (kept). Images: the 196 base
+    tokens, then the tile's 14 rows of 14 tokens and a newline each (newlines kept).
+    A background token stays visible with probability ``share`` (drawn from ``gen``).
+    """
+    mask = batch["attention_mask"].clone()
+    if share >= 1.0:
+        return mask
+    patch = config.vision_config.patch_size
+    grid = config.vision_config.image_size // patch
+    for row, s in enumerate(samples):
+        obj, glyph = patch_labels(s.scene, patch)
+        hit = (obj > 0) | (glyph > 0)  # (T, P)
+        if s.qtype == "image_detail":
+            tile = torch.cat([hit[0].reshape(grid, grid), torch.ones(grid, 1, dtype=torch.bool)],
+                             1)
+            relevant = torch.cat([hit[0], tile.reshape(-1)])
+            token = config.image_token_id
+        else:
+            relevant = torch.cat([_pooled(hit.long(), grid).reshape(-1),
+                                  torch.ones(1, dtype=torch.bool)])
+            token = config.video_token_id
+        cols = (batch["input_ids"][row] == token).nonzero().squeeze(1)
+        if cols.numel() != relevant.numel():
+            raise RuntimeError(f"{cols.numel()} visual tokens in the prompt, "
+                               f"{relevant.numel()} relevance flags")
+        keep = relevant | (torch.rand(relevant.shape, generator=gen) < share)
+        mask[row, cols] = keep.to(mask.dtype)
+    return mask
+
+
 def _lr_at(cfg: TrainConfig, step: int) -> float:
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
@@ -226,6 +281,9 @@ def check_config(cfg: TrainConfig) -> None:
         raise ValueError("lr must be > 0, decay_from in [0, 1] and aux_weight >= 0")
     if cfg.max_minutes is not None and not cfg.max_minutes > 0:
         raise ValueError(f"max_minutes must be > 0, got {cfg.max_minutes}")
+    if not 0 <= cfg.reveal[0] <= cfg.reveal[1]:
+        raise ValueError(f"reveal must be (from_step, to_step) with 0 <= from <= to, got "
+                         f"{cfg.reveal}")
     last = 0
     for until, frames in cfg.curriculum:
         if until <= last or not 1 <= frames <= cfg.frames:
@@ -302,6 +360,10 @@ def train(out: str | Path, cfg: TrainConfig, *, progress: bool = True,
                 g["lr"] = _lr_at(cfg, step)
             batch, samples = _batch(processor, cfg, step)
             target = _targets(processor, samples)
+            share = reveal_share(cfg, step)
+            if share < 1.0:
+                gen = torch.Generator().manual_seed(cfg.data_seed * 1_000_003 + step)
+                batch["attention_mask"] = _visible(batch, samples, model.config, share, gen)
             captured.clear()
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
                 logits = model(**batch, logits_to_keep=1).logits[:, -1].float()
