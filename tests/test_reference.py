@@ -161,3 +161,30 @@ def test_bad_training_arguments(tmp_path, over, match):
     with pytest.raises(ValueError, match=match):
         tr.train(tmp_path, _tiny_cfg(**over), progress=False)
     assert not any(tmp_path.iterdir())  # refused before anything was written
+
+
+def test_reveal_masks_only_background_visual_tokens(ref):
+    model, proc = ref
+    samples = syn.dataset("val", 6, frames=16, size=SIZE)
+    batch = prompts(proc, samples)
+    cfg = model.config
+    visual = (batch["input_ids"] == cfg.video_token_id) | (batch["input_ids"] == cfg.image_token_id)
+    gen = torch.Generator().manual_seed(0)
+    hidden = tr._visible(batch, samples, cfg, 0.0, gen)
+    text = batch["attention_mask"].bool() & ~visual
+    assert torch.equal(hidden.bool() & text, text)  # text and padding untouched
+    for row, s in enumerate(samples):
+        seen = int((hidden[row].bool() & visual[row]).sum())
+        assert 2 <= seen < int(visual[row].sum()) // 4, s.qtype
+    # a detail prompt shows its plate cells (and the newline) only
+    d = samples[0]
+    assert d.qtype == "detail"
+    obj, glyph = tr.patch_labels(d.scene, 8)
+    cells = tr._pooled(glyph, 14).sum().item()
+    assert int((hidden[0].bool() & visual[0]).sum()) == cells + 1
+    half = tr._visible(batch, samples, cfg, 0.5, torch.Generator().manual_seed(0))
+    share = (half.bool() & visual).sum() / visual.sum()
+    assert 0.4 < share < 0.6
+    assert torch.equal(tr._visible(batch, samples, cfg, 1.0, gen), batch["attention_mask"])
+    c = tr.TrainConfig(reveal=(10, 20))
+    assert [tr.reveal_share(c, s) for s in (0, 9, 10, 15, 20, 99)] == [0, 0, 0, 0.5, 1, 1]
