@@ -20,14 +20,12 @@ date, to benchmarks/RESULTS.md.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import platform
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from vistoken.eval import synthetic as syn
@@ -35,15 +33,6 @@ from vistoken.eval.reference import FRAMES, SIZE, load_reference
 from vistoken.eval.runner import evaluate
 
 HERE = Path(__file__).resolve().parent
-
-
-def blank(samples: list[syn.Sample]) -> list[syn.Sample]:
-    out = []
-    for s in samples:
-        frames = np.full_like(s.frames, 128)
-        frames.setflags(write=False)
-        out.append(dataclasses.replace(s, frames=frames))
-    return out
 
 
 def table(rows: dict[str, dict]) -> str:
@@ -72,7 +61,7 @@ def main() -> None:
     with torch.inference_mode():
         full = evaluate(model, processor, samples, [("uniform", 1e-9)],
                         batch_size=args.batch_size)
-        blank_run = evaluate(model, processor, blank(samples), [], batch_size=args.batch_size)
+        blank_run = evaluate(model, processor, syn.blanked(samples), [], batch_size=args.batch_size)
     seconds = time.perf_counter() - t0
     rows = {"full (all tokens)": full["full"], "blank video": blank_run["full"],
             "one visual token": full["rows"][0]}

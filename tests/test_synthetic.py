@@ -343,3 +343,14 @@ def test_other_shapes(size, frames):
             if q == "motion":
                 c = colour_mask(s.frames, PALETTE[question_colour(s.question)])
                 assert c[0].any() and c[-1].any()
+
+
+def test_blanked_keeps_questions_and_answers_and_leaves_the_originals():
+    samples = dataset("val", 6, frames=4, size=48)
+    before = [s.frames.copy() for s in samples]
+    blind = syn.blanked(samples)
+    for s, b, f in zip(samples, blind, before, strict=True):
+        assert (b.question, b.answer, b.qtype, b.index) == (s.question, s.answer, s.qtype, s.index)
+        assert b.frames.shape == s.frames.shape and (b.frames == 128).all()
+        assert not b.frames.flags.writeable
+        assert np.array_equal(s.frames, f)

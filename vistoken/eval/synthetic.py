@@ -68,6 +68,7 @@ __all__ = [
     "VOCAB",
     "Sample",
     "answer_from_scene",
+    "blanked",
     "dataset",
     "glyph_mask",
     "render",
@@ -592,3 +593,16 @@ def dataset(split: str, n: int, *, seed: int = 0, qtypes: Sequence[str] = QTYPES
     k = len(qtypes)
     return [sample(split, i // k, qtypes[i % k], seed=seed, frames=frames, size=size)
             for i in range(n)]
+
+
+def blanked(samples: Sequence[Sample], level: int = 128) -> list[Sample]:
+    """The samples with every frame replaced by a constant grey one (``level``): the blind
+    baseline of a model that should answer from the pixels, not from the question."""
+    import dataclasses
+
+    out = []
+    for s in samples:
+        frames = np.full_like(s.frames, level)
+        frames.setflags(write=False)
+        out.append(dataclasses.replace(s, frames=frames))
+    return out
