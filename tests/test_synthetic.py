@@ -346,7 +346,7 @@ def test_other_shapes(size, frames):
 
 
 def test_blanked_keeps_questions_and_answers_and_leaves_the_originals():
-    samples = dataset("val", 6, frames=4, size=48)
+    samples = dataset("val", 6, frames=10, size=48)
     before = [s.frames.copy() for s in samples]
     blind = syn.blanked(samples)
     for s, b, f in zip(samples, blind, before, strict=True):
