@@ -146,15 +146,18 @@ class AuxHeads(torch.nn.Module):
         return ce(self.obj(feats), obj) + ce(self.glyph(feats), glyph)
 
 
-def _aux_labels(samples: list[syn.Sample], patch: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _aux_labels(samples: list[syn.Sample], patch: int,
+                labels: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+                ) -> tuple[torch.Tensor, torch.Tensor]:
     """Labels in the order the tower sees the batch's frames: image crops (base + tile, the
-    same 112 px picture) first, then every video's frames."""
+    same 112 px picture) first, then every video's frames. ``labels``: each sample's
+    :func:`patch_labels`, when the caller has them already."""
+    labels = labels or [patch_labels(s.scene, patch) for s in samples]
     objs, glyphs = [], []
     for want_image in (True, False):
-        for s in samples:
+        for s, (o, g) in zip(samples, labels, strict=True):
             if (s.qtype == "image_detail") != want_image:
                 continue
-            o, g = patch_labels(s.scene, patch)
             reps = 2 if want_image else 1
             objs.extend([o] * reps)
             glyphs.extend([g] * reps)
@@ -178,20 +181,22 @@ def _pooled(labels: torch.Tensor, grid: int) -> torch.Tensor:
 
 
 def _visible(batch: Any, samples: list[syn.Sample], config: Any, share: float,
-             gen: torch.Generator) -> torch.Tensor:
+             gen: torch.Generator,
+             labels: list[tuple[torch.Tensor, torch.Tensor]] | None = None) -> torch.Tensor:
     """The attention mask with the hidden background visual tokens set to 0.
 
     Videos: 49 pooled tokens per frame, then the newline (kept). Images: the 196 base
     tokens, then the tile's 14 rows of 14 tokens and a newline each (newlines kept).
     A background token stays visible with probability ``share`` (drawn from ``gen``).
+    ``labels``: each sample's :func:`patch_labels`, when the caller has them already.
     """
     mask = batch["attention_mask"].clone()
     if share >= 1.0:
         return mask
     patch = config.vision_config.patch_size
     grid = config.vision_config.image_size // patch
-    for row, s in enumerate(samples):
-        obj, glyph = patch_labels(s.scene, patch)
+    labels = labels or [patch_labels(s.scene, patch) for s in samples]
+    for row, (s, (obj, glyph)) in enumerate(zip(samples, labels, strict=True)):
         hit = (obj > 0) | (glyph > 0)  # (T, P)
         if s.qtype == "image_detail":
             tile = torch.cat([hit[0].reshape(grid, grid), torch.ones(grid, 1, dtype=torch.bool)],
@@ -364,9 +369,12 @@ def train(out: str | Path, cfg: TrainConfig, *, progress: bool = True,
             batch, samples = _batch(processor, cfg, step)
             target = _targets(processor, samples)
             share = reveal_share(cfg, step)
+            labels = ([patch_labels(s.scene, patch) for s in samples]
+                      if share < 1.0 or cfg.aux_weight else None)  # once per step
             if share < 1.0:
                 gen = torch.Generator().manual_seed(cfg.data_seed * 1_000_003 + step)
-                batch["attention_mask"] = _visible(batch, samples, model.config, share, gen)
+                batch["attention_mask"] = _visible(batch, samples, model.config, share, gen,
+                                                   labels)
             captured.clear()
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
                 logits = model(**batch, logits_to_keep=1).logits[:, -1].float()
@@ -374,7 +382,7 @@ def train(out: str | Path, cfg: TrainConfig, *, progress: bool = True,
             loss = answer_loss
             aux_loss = torch.zeros(())
             if cfg.aux_weight:
-                obj, glyph = _aux_labels(samples, patch)
+                obj, glyph = _aux_labels(samples, patch, labels)
                 feats = torch.cat(captured).float()
                 aux_loss = aux.loss(feats, obj, glyph)
                 loss = loss + cfg.aux_weight * aux_loss
