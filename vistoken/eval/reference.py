@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .synthetic import ANSWERS, QTYPES, VOCAB, Sample
+from .synthetic import VOCAB, Sample
 
 __all__ = [
     "DEFAULT_PATH",
@@ -82,7 +82,6 @@ def _tokenizer() -> Any:
     for w in [*_SPECIALS, *VOCAB, *_question_words()]:
         vocab.setdefault(w, len(vocab))
     backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
-    backend.pre_tokenizer = pre_tokenizers.Split(re.escape(" "), "removed")
     backend.pre_tokenizer = pre_tokenizers.Sequence(
         [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()]
     )
@@ -238,5 +237,3 @@ def decode_answers(processor: Any, generated: Any) -> list[str]:
         out.append(next((w for w in words if w not in _SPECIALS), ""))
     return out
 
-
-assert set(VOCAB) == {a for q in QTYPES for a in ANSWERS[q]}
