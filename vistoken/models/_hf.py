@@ -198,3 +198,119 @@ def with_layer_hidden(
     kwargs = dict(kwargs)
     kwargs["hidden_states"] = hidden
     return args, kwargs
+
+
+# -- vision towers and composite models, as vistoken.pvc reads them ----------------------------
+#
+# 9. A vision tower (SigLIP, CLIP, InternViT, ...) keeps its transformer layers in a
+#    ``ModuleList`` at ``<...>encoder.layers`` (SigLIP, CLIP: ``vision_model.encoder.layers``)
+#    or ``<...>encoder.layer`` (InternVL's vision model), calls each layer with the hidden
+#    states (frames, tokens, channels) first, and each layer holds exactly two norms as
+#    direct children, registered in the order they run: before attention, before the MLP
+#    (``layer_norm1``/``layer_norm2``; InternVL ``layernorm_before``/``layernorm_after``).
+# 10. A vision config gives ``image_size`` and ``patch_size`` (an int or a (h, w) pair),
+#    ``hidden_size`` and ``num_attention_heads``.
+# 11. ``InternVLForConditionalGeneration`` (5.x) is ``model.vision_tower``,
+#    ``model.multi_modal_projector`` (``layer_norm``, ``linear_1``, ``act``, ``linear_2``),
+#    ``model.language_model`` (the decoder without head) and ``lm_head``.
+# 12. Composite configs declare their sub-configs in ``sub_configs_defaults`` with
+#    ``configuration_utils.SubConfigSpec`` (5.x dataclass configs).
+
+
+def vision_layers(vision_model: Any) -> Any:
+    """The ``nn.ModuleList`` of a vision tower's transformer layers (assumption 9).
+
+    Raises ValueError naming the tower when there is no ``encoder.layers`` /
+    ``encoder.layer`` list.
+    """
+    from torch import nn
+
+    found = [
+        (name, module)
+        for name, module in vision_model.named_modules()
+        if isinstance(module, nn.ModuleList)
+        and name.rsplit(".", 2)[-2:] in (["encoder", "layers"], ["encoder", "layer"])
+    ]
+    if len(found) != 1:
+        raise ValueError(
+            f"{type(vision_model).__name__} has {len(found)} 'encoder.layers' / 'encoder.layer' "
+            "lists; expected exactly one (SigLIP, CLIP and InternVL vision towers have one)"
+        )
+    return found[0][1]
+
+
+def layer_norms(layer: Any) -> tuple[Any, Any]:
+    """A vision layer's two norms, (before attention, before the MLP) (assumption 9)."""
+    from torch import nn
+
+    norms = [
+        m
+        for m in layer.children()
+        if isinstance(m, nn.LayerNorm) or "LayerNorm" in type(m).__name__
+        or "RMSNorm" in type(m).__name__
+    ]
+    if len(norms) != 2:
+        raise ValueError(
+            f"{type(layer).__name__} has {len(norms)} norm children; expected 2 (the norm before "
+            "attention and the norm before the MLP)"
+        )
+    return norms[0], norms[1]
+
+
+def _pair(v: Any) -> tuple[int, int]:
+    if isinstance(v, (list, tuple)):
+        return int(v[0]), int(v[1])
+    return int(v), int(v)
+
+
+def vision_patch_grid(config: Any) -> tuple[int, int] | None:
+    """(rows, columns) of patches a vision config's native image size gives, or None when
+    the config does not say (assumption 10)."""
+    size, patch = getattr(config, "image_size", None), getattr(config, "patch_size", None)
+    if size is None or patch is None:
+        return None
+    (h, w), (ph, pw) = _pair(size), _pair(patch)
+    return h // ph, w // pw
+
+
+def vision_width(config: Any) -> tuple[int, int]:
+    """(hidden_size, num_attention_heads) of a vision config (assumption 10)."""
+    return int(config.hidden_size), int(config.num_attention_heads)
+
+
+def internvl_parts(model: Any) -> dict[str, Any]:
+    """The parts of an ``InternVLForConditionalGeneration`` (assumption 11): ``vision_tower``,
+    ``projector``, ``decoder``, ``lm_head``. Raises TypeError for anything else."""
+    inner = getattr(model, "model", None)
+    names = ("vision_tower", "multi_modal_projector", "language_model")
+    if inner is None or not all(hasattr(inner, n) for n in names) or not hasattr(model, "lm_head"):
+        raise TypeError(
+            f"expected a transformers InternVLForConditionalGeneration (model.vision_tower, "
+            f"model.multi_modal_projector, model.language_model, lm_head); got {type(model).__name__}"
+        )
+    return {
+        "vision_tower": inner.vision_tower,
+        "projector": inner.multi_modal_projector,
+        "decoder": inner.language_model,
+        "lm_head": model.lm_head,
+    }
+
+
+def sub_config_spec(model_type: str) -> Any:
+    """A ``SubConfigSpec`` resolving a sub-config through ``AutoConfig`` with default
+    ``model_type`` (assumption 12)."""
+    from transformers import AutoConfig
+    from transformers.configuration_utils import SubConfigSpec
+
+    return SubConfigSpec(config_class=AutoConfig, model_type=model_type)
+
+
+def vision_has_cls(vision_model: Any) -> bool:
+    """Whether a vision tower prepends a CLS token: its embeddings module holds a
+    ``cls_token`` (InternVL) or ``class_embedding`` (CLIP); SigLIP has neither."""
+    for name, module in vision_model.named_modules():
+        if name.rsplit(".", 1)[-1] == "embeddings" and (
+            hasattr(module, "cls_token") or hasattr(module, "class_embedding")
+        ):
+            return getattr(module, "cls_token", getattr(module, "class_embedding", None)) is not None
+    return False
