@@ -57,6 +57,10 @@ class PVCConfig(PreTrainedConfig):
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
+        if self.adaln not in ("temporal", "all", "none"):
+            raise ValueError(f"adaln must be 'temporal', 'all' or 'none'; got {self.adaln!r}")
+        if self.time not in ("index", "normalised"):
+            raise ValueError(f"time must be 'index' or 'normalised'; got {self.time!r}")
         if self.tokens_per_frame < 1:
             raise ValueError(f"tokens_per_frame must be >= 1; got {self.tokens_per_frame}")
         if self.image_repeats < 1:
