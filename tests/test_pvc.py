@@ -242,6 +242,9 @@ def test_encoder_bad_inputs_get_clear_errors():
         enc(torch.randn(2, 0, 3, SIDE, SIDE))
     with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):
         enc.encode_images(clips(1, 2))
+    for h, w in [(34, 34), (32, 48), (36, 36)]:
+        with pytest.raises(ValueError, match=f"{h}x{w} pixels do not give the tower's 8x8 grid"):
+            enc(torch.randn(1, 2, 3, h, w))
     with pytest.raises(ValueError, match="3 channels"):
         enc(torch.randn(1, 2, 4, SIDE, SIDE))
     with pytest.raises(ValueError, match=r"tokens_per_frame=12 .*8x8.*accepted counts"):
@@ -341,6 +344,15 @@ def test_processor_prompt_layout(processor):
         processor("<video> only", images=[image], videos=[video])
     with pytest.raises(ValueError, match="more <image> placeholders"):
         processor("<image><image>", images=[image])
+
+
+def test_processor_decodes_a_video_path(processor):
+    from vistoken.media import bundled_video
+
+    two = PVCProcessor(processor.image_processor, processor.tokenizer, 4, 2, video_frames=2)
+    out = two("<video>", videos=[bundled_video()])
+    assert out["frames_per_clip"].tolist() == [2] and out["pixel_values"].shape == (2, 3, SIDE, SIDE)
+    assert int((out["input_ids"] == vtt.IMAGE_ID).sum()) == 2 * 4
 
 
 def test_processor_outputs_run_the_model_and_generate(pvc, processor):

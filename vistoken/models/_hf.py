@@ -314,3 +314,9 @@ def vision_has_cls(vision_model: Any) -> bool:
         ):
             return getattr(module, "cls_token", getattr(module, "class_embedding", None)) is not None
     return False
+
+
+def vision_patch_size(config: Any) -> tuple[int, int] | None:
+    """(height, width) of a vision config's patches, or None (assumption 10)."""
+    patch = getattr(config, "patch_size", None)
+    return None if patch is None else _pair(patch)

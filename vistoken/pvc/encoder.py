@@ -79,7 +79,8 @@ class _Slot:
 
 
 class _Modulate:
-    """Forward hook on a norm: out * (1 + scale) + shift with the slot's (shift, scale)."""
+    """Forward hook on a norm: out * (1 + scale) + shift with the slot's (shift, 1 + scale)
+    (one fused ``addcmul``)."""
 
     def __init__(self, slot: _Slot, which: int) -> None:
         self.slot, self.which = slot, which
@@ -88,8 +89,8 @@ class _Modulate:
         mod = self.slot.value
         if mod is None:
             return None
-        shift, scale = mod[2 * self.which], mod[2 * self.which + 1]
-        return output * (1 + scale) + shift
+        shift, gain = mod[2 * self.which], mod[2 * self.which + 1]  # gain = 1 + scale
+        return torch.addcmul(shift, output, gain)
 
 
 class TemporalAttention(nn.Module):
@@ -112,10 +113,13 @@ class TemporalAttention(nn.Module):
     def forward(self, x: Tensor, frames: int) -> Tensor:
         bt, n, c = x.shape
         b, h = bt // frames, self.heads
-        qkv = self.qkv(x).view(b, frames, n, 3, h, c // h).permute(3, 0, 2, 4, 1, 5)
+        d = c // h
+        # (B*T, L, 3C) -> (3, B*L, heads, T, d): one sequence of T per clip, position, head
+        qkv = self.qkv(x).view(b, frames, n, 3, h, d).permute(3, 0, 2, 4, 1, 5)
+        qkv = qkv.reshape(3, b * n, h, frames, d)  # 4-D inputs reach the fused kernels
         out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], is_causal=True)
-        # (B, L, heads, T, d) -> (B, T, L, heads, d) -> (B*T, L, C)
-        out = out.permute(0, 3, 1, 2, 4).reshape(bt, n, c)
+        # (B*L, heads, T, d) -> (B, T, L, heads, d) -> (B*T, L, C)
+        out = out.view(b, n, h, frames, d).permute(0, 3, 1, 2, 4).reshape(bt, n, c)
         return self.proj(out)
 
 
@@ -158,7 +162,8 @@ class ProgressiveLayer(nn.Module):
             else:
                 m = self.modulation(ctx.time)  # (T, 4C)
                 m = m.unsqueeze(0).expand(x.shape[0] // frames, -1, -1).reshape(x.shape[0], 1, -1)
-                self._slot.value = tuple(m.to(x.dtype).chunk(4, dim=-1))
+                shift1, scale1, shift2, scale2 = m.to(x.dtype).chunk(4, dim=-1)
+                self._slot.value = (shift1, 1 + scale1, shift2, 1 + scale2)
         return self.base(*args, **kwargs)
 
 
@@ -397,12 +402,24 @@ class ProgressiveEncoder(nn.Module):
             raise ValueError(
                 f"pixel_values must have shape {shape} (rank {rank}); got {tuple(pixel_values.shape)}"
             )
-        channels = int(getattr(self.vision_model.config, "num_channels", 3))
+        config = self.vision_model.config
+        channels = int(getattr(config, "num_channels", 3))
         if pixel_values.shape[-3] != channels:
             raise ValueError(
                 f"pixel_values must have {channels} channels at dim -3; got "
                 f"{tuple(pixel_values.shape)}"
             )
+        h, w = pixel_values.shape[-2:]
+        patch = _hf.vision_patch_size(config)
+        if patch is not None:
+            ph, pw = patch
+            grid = self.grid
+            if h % ph or w % pw or h // ph != w // pw or (grid and h // ph != grid):
+                size = f"{grid * ph}x{grid * pw}" if grid else "a square multiple of the patch"
+                raise ValueError(
+                    f"frames of {h}x{w} pixels do not give the tower's {grid}x{grid} grid of "
+                    f"{ph}x{pw} patches; resize them to {size} pixels"
+                )
 
     def forward(self, pixel_values: Tensor) -> Tensor:
         """(B, T, 3, H, W) clips -> (B, T, frame_tokens, out_dim)."""

@@ -15,6 +15,7 @@ transformers ``ProcessorMixin``): it does not save itself; rebuild it from its p
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -25,6 +26,8 @@ from torch import Tensor
 
 
 def _is_video(x: Any) -> bool:
+    if isinstance(x, (str, os.PathLike)) or (hasattr(x, "array") and hasattr(x, "timestamps")):
+        return True
     return (isinstance(x, (Tensor, np.ndarray)) and x.ndim == 4) or (
         isinstance(x, (list, tuple)) and len(x) > 0 and not isinstance(x[0], (list, tuple))
     )
@@ -45,6 +48,8 @@ class PVCProcessor:
             ``context_image_token`` or ``image_token`` attribute, else ``"<image>"``).
         image_start, image_end: text around each run of image tokens.
         image_placeholder, video_placeholder: what marks an image / a video in ``text``.
+        video_frames: frames decoded (``vistoken.video.load_frames``, uniform sampling) of a
+            video given as a path.
     """
 
     def __init__(
@@ -58,6 +63,7 @@ class PVCProcessor:
         image_end: str = "",
         image_placeholder: str = "<image>",
         video_placeholder: str = "<video>",
+        video_frames: int = 16,
     ) -> None:
         if tokens_per_frame < 1 or image_repeats < 1:
             raise ValueError(
@@ -79,6 +85,7 @@ class PVCProcessor:
             )
         self.image_token_id = int(ids[0])
         self.image_start, self.image_end = image_start, image_end
+        self.video_frames = int(video_frames)
         self.image_placeholder, self.video_placeholder = image_placeholder, video_placeholder
         self._split = re.compile(f"({re.escape(image_placeholder)}|{re.escape(video_placeholder)})")
 
@@ -108,8 +115,13 @@ class PVCProcessor:
             )
         return out
 
-    @staticmethod
-    def _frames(video: Any) -> list[Any]:
+    def _frames(self, video: Any) -> list[Any]:
+        if isinstance(video, (str, os.PathLike)):
+            from ..video import load_frames
+
+            video = load_frames(video, self.video_frames)
+        if hasattr(video, "array") and hasattr(video, "timestamps"):  # vistoken.video.Frames
+            video = video.array
         if isinstance(video, (Tensor, np.ndarray)):
             if video.ndim != 4:
                 raise ValueError(f"a video must be (T, C, H, W) or (T, H, W, C); got {video.shape}")
@@ -130,7 +142,8 @@ class PVCProcessor:
 
         ``images``: the images of every image placeholder in prompt order (sample 0's
         first), flat or one list per sample. ``videos``: likewise, each video a (T, C, H, W)
-        / (T, H, W, C) array or tensor or a list of T pictures. Returns a ``BatchFeature``
+        / (T, H, W, C) array or tensor, a list of T pictures, a ``vistoken.video.Frames`` or
+        a path (decoded to ``video_frames`` frames). Returns a ``BatchFeature``
         with ``input_ids``, ``attention_mask`` and, when there are visual inputs,
         ``pixel_values`` (frames, 3, H, W) and ``frames_per_clip`` (clips,) int64.
         Tokenizer keywords (``padding``, ``padding_side``, ...) pass through; padding is on
