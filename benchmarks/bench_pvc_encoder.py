@@ -96,7 +96,11 @@ def main() -> None:
     def run_pvc(x):
         return enc(x)
 
-    runs = {"tower": (run_tower, frames), "tower+proj": (run_tower_proj, frames), "pvc": (run_pvc, clip)}
+    runs = {
+        "tower": (run_tower, frames),
+        "tower+proj": (run_tower_proj, frames),
+        "pvc": (run_pvc, clip),
+    }
     times: dict[str, list[float]] = {k: [] for k in runs}
     with torch.inference_mode():
         for fn, x in runs.values():  # warm-up
@@ -119,18 +123,23 @@ def main() -> None:
     tokens = (args.image // args.patch) ** 2 + 1
     shape = (
         f"InternViT-300M-like, scaled: {args.layers} layers x {args.width} wide "
-        f"({args.width // 64} heads, MLP {4 * args.width}), {args.image}px / {args.patch}px patches "
+        f"({args.width // 64} heads, MLP {4 * args.width}), {args.image}px / {args.patch}px "
+        "patches "
         f"({tokens} tokens per frame), 1 clip x {args.frames} frames, temporal layers "
         f"{enc.temporal_layers} (default, a third), adaln={enc.adaln}, "
         f"{args.tokens_per_frame} tokens per frame out"
     )
     print(shape)
     for k in runs:
-        print(f"  {k:11s} median {med[k] * 1e3:8.1f} ms, min {low[k] * 1e3:8.1f} ms, "
-              f"{flops[k] / 1e9:7.2f} GFLOP")
-    print(f"  pvc over tower: {over_tower:+.1%} (medians), {over_min:+.1%} (minima), "
-          f"{over_flops:+.1%} (FLOPs); over tower+proj: {over_proj:+.1%} (medians); "
-          f"zero-init output equals tower+proj: {same}")
+        print(
+            f"  {k:11s} median {med[k] * 1e3:8.1f} ms, min {low[k] * 1e3:8.1f} ms, "
+            f"{flops[k] / 1e9:7.2f} GFLOP"
+        )
+    print(
+        f"  pvc over tower: {over_tower:+.1%} (medians), {over_min:+.1%} (minima), "
+        f"{over_flops:+.1%} (FLOPs); over tower+proj: {over_proj:+.1%} (medians); "
+        f"zero-init output equals tower+proj: {same}"
+    )
     if args.record:
         record(args, shape, med, low, flops, same)
 

@@ -22,18 +22,23 @@ from transformers.models.internvl.modeling_internvl import InternVLModel
 from vistoken import testing as vtt
 from vistoken.models import _hf
 from vistoken.pvc import (
+    ProgressiveEncoder,
+    ProgressiveLayer,
     PVCConfig,
     PVCForConditionalGeneration,
     PVCProcessor,
-    ProgressiveEncoder,
-    ProgressiveLayer,
     pixel_shuffle,
     register,
     shuffle_factor,
 )
 
 SIDE = 32  # 32px images of 4px patches: an 8x8 grid
-TOWER = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 3, "num_attention_heads": 4}
+TOWER = {
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 3,
+    "num_attention_heads": 4,
+}
 
 
 def tower(kind: str, seed: int = 0):
@@ -95,7 +100,9 @@ def test_pixel_shuffle_is_internvls_order(k):
 
 
 def test_shuffle_factor_accepts_and_refuses():
-    assert shuffle_factor(32, 64) == 4 and shuffle_factor(32, 256) == 2 and shuffle_factor(8, 64) == 1
+    assert (
+        shuffle_factor(32, 64) == 4 and shuffle_factor(32, 256) == 2 and shuffle_factor(8, 64) == 1
+    )
     with pytest.raises(ValueError, match=r"8x8 patch grid.*accepted counts: \[64, 16, 4, 1\]"):
         shuffle_factor(8, 9)
 
@@ -253,6 +260,8 @@ def test_encoder_bad_inputs_get_clear_errors():
         ProgressiveEncoder(tower("siglip"), 24, tokens_per_frame=16, adaln="some")
     with pytest.raises(ValueError, match="temporal_layers"):
         ProgressiveEncoder(tower("siglip"), 24, tokens_per_frame=16, temporal_layers=4)
+    with pytest.raises(ValueError, match="already wrapped"):
+        ProgressiveEncoder(enc.vision_model, 24, tokens_per_frame=16)
 
 
 # -- the model ---------------------------------------------------------------------------------
@@ -283,7 +292,8 @@ def test_from_base_gives_the_base_logits(internvl):
     model = PVCForConditionalGeneration.from_base(internvl, tokens_per_frame=16, image_repeats=1)
     assert model.encoder.projector.k == 2  # InternVL's downsample_ratio 0.5: projector carried
     assert torch.equal(
-        model.encoder.projector.linear_1.weight, internvl.model.multi_modal_projector.linear_1.weight
+        model.encoder.projector.linear_1.weight,
+        internvl.model.multi_modal_projector.linear_1.weight,
     )
     frames = torch.ones(x["pixel_values"].shape[0], dtype=torch.long)
     with torch.no_grad():
@@ -325,9 +335,7 @@ def test_processor_prompt_layout(processor):
     image = torch.randint(0, 255, (3, 36, 30), dtype=torch.uint8)
     out = processor("<video>Q?<image>A", images=[image], videos=[video])
     ctx = "<IMG_CONTEXT>"
-    expected = (
-        f"Frame1: {ctx * 4}\nFrame2: {ctx * 4}\nFrame3: {ctx * 4}\nQ?" + ctx * 8 + "A"
-    )
+    expected = f"Frame1: {ctx * 4}\nFrame2: {ctx * 4}\nFrame3: {ctx * 4}\nQ?" + ctx * 8 + "A"
     assert "".join(tok.convert_ids_to_tokens(out["input_ids"][0])) == expected
     assert out["input_ids"][0].tolist() == tok(expected)["input_ids"]
     assert int((out["input_ids"] == vtt.IMAGE_ID).sum()) == 3 * 4 + 2 * 4
@@ -335,7 +343,9 @@ def test_processor_prompt_layout(processor):
     assert out["pixel_values"].shape == (5, 3, SIDE, SIDE)
     assert torch.equal(out["pixel_values"][3], out["pixel_values"][4])  # the static video
     assert not torch.equal(out["pixel_values"][0], out["pixel_values"][1])
-    wrapped = PVCProcessor(processor.image_processor, tok, 4, 2, image_start="<img>", image_end="</img>")
+    wrapped = PVCProcessor(
+        processor.image_processor, tok, 4, 2, image_start="<img>", image_end="</img>"
+    )
     assert wrapped.video_text(2) == f"Frame1: <img>{ctx * 4}</img>\nFrame2: <img>{ctx * 4}</img>\n"
     assert wrapped.image_text() == f"<img>{ctx * 8}</img>"
     with pytest.raises(ValueError, match="more <video> placeholders than the 0 videos"):
@@ -351,7 +361,12 @@ def test_processor_decodes_a_video_path(processor):
 
     two = PVCProcessor(processor.image_processor, processor.tokenizer, 4, 2, video_frames=2)
     out = two("<video>", videos=[bundled_video()])
-    assert out["frames_per_clip"].tolist() == [2] and out["pixel_values"].shape == (2, 3, SIDE, SIDE)
+    assert out["frames_per_clip"].tolist() == [2] and out["pixel_values"].shape == (
+        2,
+        3,
+        SIDE,
+        SIDE,
+    )
     assert int((out["input_ids"] == vtt.IMAGE_ID).sum()) == 2 * 4
 
 
@@ -364,7 +379,9 @@ def test_processor_outputs_run_the_model_and_generate(pvc, processor):
         logits = pvc(**batch).logits
     assert logits.shape == (*batch["input_ids"].shape, vtt.VOCAB) and torch.isfinite(logits).all()
     single = processor("Look: <image>ok", images=[image])
-    new = pvc.generate(**single, max_new_tokens=3, do_sample=False)[:, single["input_ids"].shape[1] :]
+    new = pvc.generate(**single, max_new_tokens=3, do_sample=False)[
+        :, single["input_ids"].shape[1] :
+    ]
     # greedy decoding by hand, the whole prompt (pixels included) recomputed at every step
     ids = single["input_ids"]
     with torch.no_grad():
@@ -404,7 +421,9 @@ def test_save_load_round_trip_is_bit_identical(pvc, processor, tmp_path):
     for sub in ("vision_config", "text_config"):
         a, b = getattr(loaded.config, sub), getattr(pvc.config, sub)
         assert (a.model_type, a.hidden_size, a.num_hidden_layers) == (
-            b.model_type, b.hidden_size, b.num_hidden_layers
+            b.model_type,
+            b.hidden_size,
+            b.num_hidden_layers,
         )
     assert loaded.config.model_type == "vistoken_pvc" and loaded.config.image_repeats == 2
     with torch.no_grad():
@@ -423,7 +442,13 @@ def test_model_bad_inputs_get_clear_errors(pvc, processor):
     with pytest.raises(ValueError, match="sums to 3 frames but pixel_values holds 2"):
         pvc(**{**batch, "frames_per_clip": torch.tensor([3])})
     with pytest.raises(ValueError, match="8 image tokens .* 4 visual features"):
-        pvc(**{**batch, "pixel_values": batch["pixel_values"][:1], "frames_per_clip": torch.tensor([1])})
+        pvc(
+            **{
+                **batch,
+                "pixel_values": batch["pixel_values"][:1],
+                "frames_per_clip": torch.tensor([1]),
+            }
+        )
     with pytest.raises(ValueError, match="clip lengths >= 1"):
         pvc(**{**batch, "frames_per_clip": torch.tensor([2, 0])})
     with pytest.raises(ValueError, match="adaln must be"):

@@ -246,7 +246,8 @@ def layer_norms(layer: Any) -> tuple[Any, Any]:
     norms = [
         m
         for m in layer.children()
-        if isinstance(m, nn.LayerNorm) or "LayerNorm" in type(m).__name__
+        if isinstance(m, nn.LayerNorm)
+        or "LayerNorm" in type(m).__name__
         or "RMSNorm" in type(m).__name__
     ]
     if len(norms) != 2:
@@ -286,7 +287,8 @@ def internvl_parts(model: Any) -> dict[str, Any]:
     if inner is None or not all(hasattr(inner, n) for n in names) or not hasattr(model, "lm_head"):
         raise TypeError(
             f"expected a transformers InternVLForConditionalGeneration (model.vision_tower, "
-            f"model.multi_modal_projector, model.language_model, lm_head); got {type(model).__name__}"
+            "model.multi_modal_projector, model.language_model, lm_head); got "
+            f"{type(model).__name__}"
         )
     return {
         "vision_tower": inner.vision_tower,
@@ -312,7 +314,9 @@ def vision_has_cls(vision_model: Any) -> bool:
         if name.rsplit(".", 1)[-1] == "embeddings" and (
             hasattr(module, "cls_token") or hasattr(module, "class_embedding")
         ):
-            return getattr(module, "cls_token", getattr(module, "class_embedding", None)) is not None
+            return (
+                getattr(module, "cls_token", getattr(module, "class_embedding", None)) is not None
+            )
     return False
 
 

@@ -173,7 +173,9 @@ class Compressor(nn.Module):
     ``forward(x)``: (B, g*g, C) -> (B, (g/k)^2, out_dim).
     """
 
-    def __init__(self, dim: int, out_dim: int, k: int, act: str = "gelu", eps: float = 1e-5) -> None:
+    def __init__(
+        self, dim: int, out_dim: int, k: int, act: str = "gelu", eps: float = 1e-5
+    ) -> None:
         super().__init__()
         from transformers.activations import ACT2FN
 
@@ -223,7 +225,9 @@ class ProgressiveEncoder(nn.Module):
 
     ``forward(pixel_values)``: (B, T, 3, H, W) -> (B, T, frame_tokens, out_dim);
     ``encode_images(pixel_values)``: (B, 3, H, W) -> (B, image_repeats * frame_tokens,
-    out_dim). ``frame_tokens`` is ``tokens_per_frame`` (+1 with a kept CLS).
+    out_dim). ``frame_tokens`` is ``tokens_per_frame`` (+1 with a kept CLS). Frames must
+    have the tower's native size (its config's ``image_size``): the compressor is built for
+    that grid. Wrong rank, 0 frames, other sizes or channel counts raise ValueError.
     """
 
     def __init__(
@@ -267,14 +271,16 @@ class ProgressiveEncoder(nn.Module):
                 f"temporal_layers must lie in [0, {depth}] (the layers feeding the features); "
                 f"got {temporal_layers}"
             )
+        if any(isinstance(layer, ProgressiveLayer) for layer in layers):
+            raise ValueError("this vision tower is already wrapped by a ProgressiveEncoder")
         grid = _hf.vision_patch_grid(config)
-        if grid is not None and grid[0] != grid[1]:
-            raise ValueError(f"pixel shuffle needs a square patch grid; the tower gives {grid}")
-        self.grid = grid[0] if grid is not None else None
-        if self.grid is not None:
-            shuffle_factor(self.grid, tokens_per_frame)  # fail early with the accepted counts
-        elif not _is_square(tokens_per_frame):
-            raise ValueError(f"tokens_per_frame must be a square number; got {tokens_per_frame}")
+        if grid is None or grid[0] != grid[1]:
+            raise ValueError(
+                "pixel shuffle needs a square patch grid known from the tower's config "
+                f"(image_size / patch_size); {type(config).__name__} gives {grid}"
+            )
+        self.grid = grid[0]
+        k = shuffle_factor(self.grid, tokens_per_frame)  # fails with the accepted counts
 
         self.vision_model = vision_model
         self.out_dim, self.dim = int(out_dim), dim
@@ -302,14 +308,15 @@ class ProgressiveEncoder(nn.Module):
             wrapped.append(layer)
         self._layers = tuple(wrapped)  # a tuple: not registered again as submodules
         self._layer_prefixes = tuple(
-            name + "." for name, m in vision_model.named_modules() if isinstance(m, ProgressiveLayer)
+            name + "."
+            for name, m in vision_model.named_modules()
+            if isinstance(m, ProgressiveLayer)
         )
         self.time_mlp = (
             nn.Sequential(nn.Linear(time_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
             if conditioned
             else None
         )
-        k = shuffle_factor(self.grid, tokens_per_frame) if self.grid else 1
         self.projector = Compressor(dim, out_dim, k, act)
         self.reset_new_parameters()
 
@@ -400,7 +407,8 @@ class ProgressiveEncoder(nn.Module):
             raise TypeError(f"pixel_values must be a float tensor {shape}")
         if pixel_values.dim() != rank:
             raise ValueError(
-                f"pixel_values must have shape {shape} (rank {rank}); got {tuple(pixel_values.shape)}"
+                f"pixel_values must have shape {shape} (rank {rank}); got "
+                f"{tuple(pixel_values.shape)}"
             )
         config = self.vision_model.config
         channels = int(getattr(config, "num_channels", 3))
@@ -413,12 +421,11 @@ class ProgressiveEncoder(nn.Module):
         patch = _hf.vision_patch_size(config)
         if patch is not None:
             ph, pw = patch
-            grid = self.grid
-            if h % ph or w % pw or h // ph != w // pw or (grid and h // ph != grid):
-                size = f"{grid * ph}x{grid * pw}" if grid else "a square multiple of the patch"
+            g = self.grid
+            if h % ph or w % pw or h // ph != g or w // pw != g:
                 raise ValueError(
-                    f"frames of {h}x{w} pixels do not give the tower's {grid}x{grid} grid of "
-                    f"{ph}x{pw} patches; resize them to {size} pixels"
+                    f"frames of {h}x{w} pixels do not give the tower's {g}x{g} grid of "
+                    f"{ph}x{pw} patches; resize them to {g * ph}x{g * pw} pixels"
                 )
 
     def forward(self, pixel_values: Tensor) -> Tensor:
@@ -448,7 +455,9 @@ class ProgressiveEncoder(nn.Module):
         ctx = self._context
         ctx.frames = clip_frames
         if self.time_mlp is not None:
-            emb = timestep_embedding(frame_times(clip_frames, self.time, frames.device), self.time_dim)
+            emb = timestep_embedding(
+                frame_times(clip_frames, self.time, frames.device), self.time_dim
+            )
             w = self.time_mlp[0].weight
             ctx.time = self.time_mlp(emb.to(w.dtype))
         try:

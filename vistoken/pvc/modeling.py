@@ -120,12 +120,18 @@ class PVCForConditionalGeneration(PVCPreTrainedModel, GenerationMixin):
 
     # -- vision -----------------------------------------------------------------------------
 
-    def get_clip_features(self, pixel_values: Tensor, frames_per_clip: Tensor | list[int]) -> Tensor:
+    def get_clip_features(
+        self, pixel_values: Tensor, frames_per_clip: Tensor | list[int]
+    ) -> Tensor:
         """Encode flat frames clip by clip: (F, 3, H, W) with clip lengths (n_clips,) ->
         (F * frame_tokens, D) in frame order. Clips of equal length go through the encoder
         together, one call per distinct length."""
         if not isinstance(pixel_values, Tensor) or pixel_values.dim() != 4:
-            shape = tuple(pixel_values.shape) if isinstance(pixel_values, Tensor) else type(pixel_values)
+            shape = (
+                tuple(pixel_values.shape)
+                if isinstance(pixel_values, Tensor)
+                else type(pixel_values)
+            )
             raise ValueError(f"pixel_values must be flat frames (F, 3, H, W); got {shape}")
         lengths = torch.as_tensor(frames_per_clip, dtype=torch.long).flatten().tolist()
         if not lengths or min(lengths) < 1:
