@@ -213,8 +213,10 @@ def with_layer_hidden(
 # 11. ``InternVLForConditionalGeneration`` (5.x) is ``model.vision_tower``,
 #    ``model.multi_modal_projector`` (``layer_norm``, ``linear_1``, ``act``, ``linear_2``),
 #    ``model.language_model`` (the decoder without head) and ``lm_head``.
-# 12. Composite configs declare their sub-configs in ``sub_configs_defaults`` with
-#    ``configuration_utils.SubConfigSpec`` (5.x dataclass configs).
+# 12. Configs are dataclasses (5.x): a subclass declares typed fields and may extend
+#    ``__post_init__(**kwargs)``; a composite config names its sub-config fields in a
+#    ``sub_configs`` class attribute (5.19; from 5.20 derived from ``sub_configs_defaults``,
+#    and a class attribute still overrides it). ``vistoken.pvc.PVCConfig`` relies on this.
 
 
 def vision_layers(vision_model: Any) -> Any:
@@ -296,15 +298,6 @@ def internvl_parts(model: Any) -> dict[str, Any]:
         "decoder": inner.language_model,
         "lm_head": model.lm_head,
     }
-
-
-def sub_config_spec(model_type: str) -> Any:
-    """A ``SubConfigSpec`` resolving a sub-config through ``AutoConfig`` with default
-    ``model_type`` (assumption 12)."""
-    from transformers import AutoConfig
-    from transformers.configuration_utils import SubConfigSpec
-
-    return SubConfigSpec(config_class=AutoConfig, model_type=model_type)
 
 
 def vision_has_cls(vision_model: Any) -> bool:

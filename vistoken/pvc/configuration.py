@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from transformers import PreTrainedConfig
+from transformers import AutoConfig, PreTrainedConfig
 
-from ..models import _hf
+
+def _sub_config(value: Any, default_type: str) -> PreTrainedConfig:
+    """A sub-config from a config, a dict (its ``model_type`` or ``default_type``) or None."""
+    if isinstance(value, PreTrainedConfig):
+        return value
+    if value is None:
+        return AutoConfig.for_model(default_type)
+    if isinstance(value, dict):
+        fields = dict(value)
+        return AutoConfig.for_model(fields.pop("model_type", default_type), **fields)
+    raise TypeError(f"a sub-config must be a config, a dict or None; got {type(value).__name__}")
 
 
 class PVCConfig(PreTrainedConfig):
@@ -36,10 +46,9 @@ class PVCConfig(PreTrainedConfig):
     """
 
     model_type = "vistoken_pvc"
-    sub_configs_defaults = {
-        "vision_config": _hf.sub_config_spec("internvl_vision"),
-        "text_config": _hf.sub_config_spec("qwen2"),
-    }
+    # Built in __post_init__ with AutoConfig.for_model (transformers 5.19 has no
+    # ``sub_configs_defaults``); ``sub_configs`` tells transformers which fields are configs.
+    sub_configs = {"vision_config": AutoConfig, "text_config": AutoConfig}
 
     vision_config: dict | PreTrainedConfig | None = None
     text_config: dict | PreTrainedConfig | None = None
@@ -56,6 +65,8 @@ class PVCConfig(PreTrainedConfig):
     tie_word_embeddings: bool = False
 
     def __post_init__(self, **kwargs):
+        self.vision_config = _sub_config(self.vision_config, "internvl_vision")
+        self.text_config = _sub_config(self.text_config, "qwen2")
         super().__post_init__(**kwargs)
         if self.adaln not in ("temporal", "all", "none"):
             raise ValueError(f"adaln must be 'temporal', 'all' or 'none'; got {self.adaln!r}")

@@ -17,20 +17,21 @@ reading, InternVL's 0.5 projector plus a learned 2x2 merge, is not implemented).
 parts start at zero, so a converted model with the base's token count and
 ``image_repeats=1`` gives InternVL's logits.
 
-Loading the released PVC-InternVL2-8B weights (not implemented): that checkpoint is remote
-code (``trust_remote_code``) on InternVL2's original layout: InternViT-300M-448px as
-``vision_model.*`` with fused ``attn.qkv`` and ``ls1``/``ls2`` layer scales, an
-``mlp1.{0,1,3}`` projector (LayerNorm, Linear, GELU, Linear) and an InternLM2.5-7B LLM
-(``language_model.model.tok_embeddings``, fused ``wqkv``, ``output``), a model family
-transformers has no native class for. PVC's new parts in it (temporal attention, AdaLN,
-time MLP) have names and shapes nobody has published. It would take: an InternLM2 text
-model (remote code, or a key-renaming conversion to a Llama-style config, as InternVL2.5-hf
-conversions do for their LLMs), the InternViT key conversion transformers' InternVL
-converter applies (``vision_model.encoder.layers.i.attn.qkv`` split into q/k/v,
-``ls1``/``ls2`` to ``lambda_1``/``lambda_2``, ...), ``mlp1.*`` to ``projector.*``, and a
-mapping of the new parts read off the checkpoint's own modeling file (which also fixes the
-unknowns REFERENCE.md lists: temporal layers, AdaLN placement, the time variable), checked
-by reproducing one of its published scores.
+Loading the released PVC-InternVL2-8B weights (not implemented, and not checked here: this
+project has not read that checkpoint). It is remote code (``trust_remote_code``), and as an
+InternVL2-8B derivative it presumably keeps InternVL2's original layout: InternViT-300M-448px
+as ``vision_model.*`` (fused ``attn.qkv``, ``ls1``/``ls2`` layer scales), an ``mlp1.*``
+projector (LayerNorm, Linear, GELU, Linear) and an InternLM2.5-7B LLM (fused ``wqkv``), a
+text model transformers has no native class for. Its new parts (temporal attention, AdaLN,
+time MLP) are described by no publication, only by the checkpoint's own modeling file. It
+would take: reading that modeling file (it also settles the unknowns REFERENCE.md lists:
+which layers are temporal, where AdaLN sits, the time variable, the projector reading); an
+InternLM2 text model (its remote code, or a key conversion to a Llama-style config with
+``wqkv`` split into q/k/v); the InternViT key conversion transformers' InternVL converter
+applies (``attn.qkv`` split into q/k/v, ``ls1``/``ls2`` to ``lambda_1``/``lambda_2``, ...);
+``mlp1.*`` to ``encoder.projector.*``; a mapping of the new parts onto
+``ProgressiveLayer``/``time_mlp`` (or new options where they differ); and a check that the
+result reproduces one of the published scores.
 """
 
 from __future__ import annotations
@@ -82,6 +83,11 @@ class PVCForConditionalGeneration(PVCPreTrainedModel, GenerationMixin):
     labels=None, cache=None, ...)``: ``pixel_values`` (F, 3, H, W) are every frame of every
     clip, ``frames_per_clip`` (n_clips,) int64 their clip lengths in prompt order; the LLM's
     output (logits (B, L, vocab), loss with ``labels``, cache) is returned.
+
+    ``generate`` passes the pixels to the first (prefill) step only. Not supported with
+    pixels: ``num_beams`` or ``num_return_sequences`` > 1 (generate repeats every input
+    tensor row by row, which scrambles the flat frame layout; repeat the prompt in the
+    batch instead).
     """
 
     def __init__(self, config: PVCConfig) -> None:
