@@ -188,3 +188,75 @@ def test_reveal_masks_only_background_visual_tokens(ref):
     assert torch.equal(tr._visible(batch, samples, cfg, 1.0, gen), batch["attention_mask"])
     c = tr.TrainConfig(reveal=(10, 20))
     assert [tr.reveal_share(c, s) for s in (0, 9, 10, 15, 20, 99)] == [0, 0, 0, 0.5, 1, 1]
+
+
+@pytest.mark.parametrize("qtype", [q for q in syn.QTYPES if q != "image_detail"])
+def test_frame_states_end_in_the_answer_and_are_causal(qtype):
+    for index in range(6):
+        s = syn.sample("val", index, qtype, frames=16, size=SIZE)
+        st = tr.frame_states(s.scene)
+        assert set(st) == set(tr.STATE_HEADS)
+        for name, y in st.items():
+            assert y.shape == (16,)
+            known = y[y != -100]
+            assert ((known >= 0) & (known < len(tr.STATE_HEADS[name]))).all(), name
+        final = {"detail": "digit_seen", "colour_at_time": None, "order": "first_shape",
+                 "count": "flashes", "motion": "direction"}[qtype]
+        if final is not None:  # the head's last-frame state is the answer
+            assert tr.STATE_HEADS[final][int(st[final][-1])] == s.answer
+        else:
+            head = "first_colour" if s.scene["ask"] == "first" else "colour_now"
+            assert tr.STATE_HEADS[head][int(st[head][-1])] == s.answer
+        # causality: the states of frames <= t follow from those frames alone
+        cut = dict(s.scene, frames=8)
+        for key in ("objects", "clutter"):
+            cut[key] = [dict(o, xy=o["xy"][:8], **({"colour": o["colour"][:8]}
+                                                   if "colour" in o and key == "objects" else {}))
+                        for o in s.scene[key]]
+        cut["glyphs"] = [g for g in s.scene["glyphs"] if g["frame"] < 8]
+        if qtype == "detail" and not cut["glyphs"]:
+            continue  # the digit comes later: no plated glyph in the first 8 frames
+        short = tr.frame_states(cut)
+        for name in tr.STATE_HEADS:
+            assert torch.equal(short[name], st[name][:8]), (qtype, index, name)
+        # the single target object's cell is where its centre is drawn
+        if qtype in ("colour_at_time", "count", "motion"):
+            o = s.scene["objects"][0]
+            x, y = o["xy"][-1]
+            cx, cy = (x + o["extent"] / 2) // 16, (y + o["extent"] / 2) // 16
+            assert int(st["cell_now"][-1]) == int(cy) * 7 + int(cx)
+            assert int(st["first_cell"][-1]) == int(st["cell_now"][0])
+        else:
+            assert (st["cell_now"] == -100).all()
+
+
+def test_state_heads_read_each_frame_end_and_the_newline(ref):
+    model, proc = ref
+    samples = syn.dataset("val", 8, frames=4, size=SIZE,
+                          qtypes=("detail", "colour_at_time", "motion", "image_detail"))
+    batch = prompts(proc, samples)
+    hidden = torch.arange(batch["input_ids"].numel(), dtype=torch.float).reshape(
+        *batch["input_ids"].shape, 1)  # the hidden "state" of a position is its flat index
+    picked, labels = tr._frame_ends(batch, samples, model.config, hidden)
+    videos = [i for i, s in enumerate(samples) if s.qtype != "image_detail"]
+    assert picked.shape == (len(videos), 4 + 1, 1)
+    width = batch["input_ids"].shape[1]
+    for row, i in enumerate(videos):
+        cols = (batch["input_ids"][i] == model.config.video_token_id).nonzero().squeeze(1)
+        want = [int(cols[49 * t + 48]) for t in range(4)] + [int(cols[-1])]
+        assert (picked[row, :, 0].long() - i * width).tolist() == want
+        assert int(cols[-1]) == int(cols[4 * 49])  # the newline is the last visual token
+        st = tr.frame_states(samples[i].scene)
+        for name in tr.STATE_HEADS:
+            assert torch.equal(labels[name][row], torch.cat([st[name], st[name][-1:]]))
+    assert samples[-1].qtype == "image_detail"
+    still = prompts(proc, samples[-1:])
+    assert tr._frame_ends(still, samples[-1:], model.config, hidden[-1:]) is None
+    heads = tr.StateHeads(model.config.text_config.hidden_size)
+    h = torch.randn(len(videos), 5, model.config.text_config.hidden_size)
+    loss = heads.loss(h, labels)
+    assert loss.ndim == 0 and torch.isfinite(loss) and loss > 0
+    loss.backward()
+    used = {n for n in tr.STATE_HEADS if (labels[n] != -100).any()}
+    for n, head in heads.heads.items():  # only the heads the batch has labels for learn
+        assert (head.weight.grad is not None and head.weight.grad.abs().sum() > 0) == (n in used)

@@ -40,7 +40,7 @@ __all__ = ["TrainConfig", "evaluate_split", "train"]
 class TrainConfig:
     """Arguments of one training run (saved to ``train_args.json``)."""
 
-    steps: int = 2000
+    steps: int = 1900
     batch_size: int = 16
     lr: float = 2e-3
     warmup: int = 30
@@ -59,15 +59,20 @@ class TrainConfig:
     max_minutes: float | None = None
     bf16: bool = False
     aux_weight: float = 1.0
+    #: weight of the auxiliary per-frame *state* heads on the LLM (``frame_states``): the
+    #: hidden state at the last visual token of each frame predicts what the clip showed up to
+    #: that frame (first colour, which shape appeared first, flashes so far, direction so far,
+    #: the digit seen so far), dense supervision of the temporal bookkeeping the answers need
+    state_weight: float = 1.0
     #: (until_step, frames) phases before the full ``frames``: short clips first, so that the
     #: LLM learns to find the few tokens that matter among fewer of them; a phase trains only
     #: the types its clip length can show (``synthetic.MIN_FRAMES``)
-    curriculum: tuple[tuple[int, int], ...] = ((500, 2), (1000, 4), (1500, 10))
+    curriculum: tuple[tuple[int, int], ...] = ((300, 2), (600, 4), (1300, 10))
     #: (from_step, to_step): the share of *background* visual tokens the LLM may attend to
     #: ramps from 0 to 1 between these steps (1 after): early on it sees only the tokens
     #: that hold an object or the glyph (``patch_labels``), so it learns to read them before
     #: it must learn to find them among the background (the rest are masked as keys)
-    reveal: tuple[int, int] = (250, 1200)
+    reveal: tuple[int, int] = (200, 900)
     #: the question types trained (and validated) on
     qtypes: tuple[str, ...] = syn.QTYPES
 
@@ -127,10 +132,15 @@ class AuxHeads(torch.nn.Module):
     (dense per-patch supervision that makes the from-scratch tower learn within the budget);
     they are not part of the saved model."""
 
-    def __init__(self, dim: int) -> None:
+    def __init__(self, dim: int, grid: int) -> None:
         super().__init__()
+        self.grid = grid
         self.obj = torch.nn.Linear(dim, len(_OBJ_CLASSES))
         self.glyph = torch.nn.Linear(dim, len(_GLYPH_CLASSES))
+        # where an object patch is (its row and column in the patch grid): keeps the position
+        # in the object tokens' features, which motion needs after the 2x2 pooling
+        self.row = torch.nn.Linear(dim, grid)
+        self.col = torch.nn.Linear(dim, grid)
 
     def loss(self, feats: torch.Tensor, obj: torch.Tensor, glyph: torch.Tensor) -> torch.Tensor:
         # the mean over labelled patches plus half the mean over empty ones: labelled patches
@@ -143,7 +153,133 @@ class AuxHeads(torch.nn.Module):
             out = 0.5 * per[~on].mean() if (~on).any() else per.sum() * 0
             return out + per[on].mean() if on.any() else out
 
-        return ce(self.obj(feats), obj) + ce(self.glyph(feats), glyph)
+        total = ce(self.obj(feats), obj) + ce(self.glyph(feats), glyph)
+        on = obj > 0
+        if on.any():
+            cell = torch.arange(feats.shape[1], device=feats.device).expand(feats.shape[:2])
+            where = feats[on]
+            total = total + torch.nn.functional.cross_entropy(
+                self.row(where), (cell // self.grid)[on]) + torch.nn.functional.cross_entropy(
+                self.col(where), (cell % self.grid)[on])
+        return total
+
+
+#: The LLM's per-frame state heads: name -> classes (see :func:`frame_states`).
+STATE_HEADS: dict[str, tuple[str, ...]] = {
+    "digit_seen": ("none",) + syn.ANSWERS["detail"],
+    "first_colour": tuple(syn.PALETTE),
+    "colour_now": tuple(syn.PALETTE),
+    "first_shape": ("none", "square", "circle"),
+    "flashes": tuple(str(i) for i in range(6)),
+    "direction": syn.ANSWERS["motion"],
+    # the single target object's cell of the LLM's 7 x 7 grid (centre) in the first frame and
+    # now: what the direction is computed from
+    "first_cell": tuple(str(i) for i in range(49)),
+    "cell_now": tuple(str(i) for i in range(49)),
+}
+#: Side of the LLM's per-frame token grid (the 2 x 2 pooled 14 x 14 patches).
+_CELLS = 7
+_IGNORE = -100
+
+
+def frame_states(scene: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """Per-frame labels of the LLM's state heads: name -> (T,) class ids, -100 where the head
+    says nothing about the scene (other question types; no displacement yet for
+    ``direction``). Each frame's label depends on frames 0..t only, as causal attention
+    allows."""
+    frames = int(scene["frames"])
+    qtype = scene["qtype"]
+    out = {name: torch.full((frames,), _IGNORE, dtype=torch.long) for name in STATE_HEADS}
+    if qtype == "detail":
+        g = next(g for g in scene["glyphs"] if g["plate"])
+        ids = STATE_HEADS["digit_seen"]
+        out["digit_seen"] = torch.tensor(
+            [ids.index(g["char"]) if t >= g["frame"] else 0 for t in range(frames)])
+    elif qtype == "colour_at_time":
+        colours = scene["objects"][0]["colour"]
+        names = STATE_HEADS["first_colour"]
+        out["first_colour"] = torch.full((frames,), names.index(colours[0]))
+        out["colour_now"] = torch.tensor([names.index(c) for c in colours])
+    elif qtype == "order":
+        # onset: the first frame an object shows in (``frames`` if it never does)
+        onset = {o["shape"]: next((t for t, c in enumerate(o["colour"]) if c is not None),
+                                  frames) for o in scene["objects"]}
+        first = min(onset, key=onset.get)
+        ids = STATE_HEADS["first_shape"]
+        out["first_shape"] = torch.tensor(
+            [ids.index(first) if t >= onset[first] else 0 for t in range(frames)])
+    elif qtype == "count":
+        on = [c == syn.FLASH for c in scene["objects"][0]["colour"]]
+        runs, seen = [], 0
+        for t, v in enumerate(on):
+            seen += int(v and (t == 0 or not on[t - 1]))
+            runs.append(seen)
+        out["flashes"] = torch.tensor(runs)
+    if qtype in ("colour_at_time", "count", "motion"):
+        obj = scene["objects"][0]
+        side = int(scene["size"]) / _CELLS
+        cells = [min(_CELLS - 1, int((y + obj["extent"] / 2) // side)) * _CELLS
+                 + min(_CELLS - 1, int((x + obj["extent"] / 2) // side)) for x, y in obj["xy"]]
+        out["first_cell"] = torch.full((frames,), cells[0])
+        out["cell_now"] = torch.tensor(cells)
+    if qtype == "motion":
+        xy = scene["objects"][0]["xy"]
+        ids = STATE_HEADS["direction"]
+        lab = []
+        for t in range(frames):
+            dx, dy = xy[t][0] - xy[0][0], xy[t][1] - xy[0][1]
+            if dx == dy == 0:
+                lab.append(_IGNORE)
+            elif abs(dx) >= abs(dy):
+                lab.append(ids.index("right" if dx > 0 else "left"))
+            else:
+                lab.append(ids.index("down" if dy > 0 else "up"))
+        out["direction"] = torch.tensor(lab)
+    return out
+
+
+class StateHeads(torch.nn.Module):
+    """Linear heads on the LLM's hidden state at the last visual token of each frame, trained
+    on :func:`frame_states` beside the answer loss; not part of the saved model."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.heads = torch.nn.ModuleDict(
+            {name: torch.nn.Linear(dim, len(c)) for name, c in STATE_HEADS.items()})
+
+    def loss(self, hidden: torch.Tensor, labels: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``hidden`` (N, T, D) at the frames' last tokens, ``labels`` name -> (N, T)."""
+        total = hidden.new_zeros(())
+        for name, head in self.heads.items():
+            y = labels[name]
+            if (y != _IGNORE).any():
+                total = total + torch.nn.functional.cross_entropy(
+                    head(hidden).flatten(0, 1), y.flatten(), ignore_index=_IGNORE)
+        return total
+
+
+def _frame_ends(batch: Any, samples: list[syn.Sample], config: Any,
+                hidden: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]] | None:
+    """The LLM hidden states at each video frame's last visual token and at the newline token
+    after the video, (N, T + 1, D), and the videos' :func:`frame_states` stacked (N, T + 1;
+    the newline is labelled with the last frame's state, the clip's summary the answer can
+    read); None when the batch holds no video."""
+    rows = [i for i, s in enumerate(samples) if s.qtype != "image_detail"]
+    if not rows:
+        return None
+    per = []
+    for i in rows:
+        cols = (batch["input_ids"][i] == config.video_token_id).nonzero().squeeze(1)
+        frames = int(samples[i].scene["frames"])
+        tokens = (cols.numel() - 1) // frames  # the video ends with one newline token
+        # each frame's last token, then the newline after the video (the whole clip's state)
+        per.append(torch.cat([cols[:frames * tokens].reshape(frames, tokens)[:, -1], cols[-1:]]))
+    index = torch.stack(per)  # (N, T + 1)
+    picked = hidden[torch.tensor(rows)[:, None], index]
+    states = [frame_states(samples[i].scene) for i in rows]
+    labels = {name: torch.stack([torch.cat([st[name], st[name][-1:]]) for st in states])
+              for name in STATE_HEADS}
+    return picked, labels
 
 
 def _aux_labels(samples: list[syn.Sample], patch: int,
@@ -285,8 +421,10 @@ def check_config(cfg: TrainConfig) -> None:
                  "val_samples"):
         if getattr(cfg, name) < 1:
             raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
-    if not cfg.lr > 0 or not 0 <= cfg.decay_from <= 1 or cfg.aux_weight < 0:
-        raise ValueError("lr must be > 0, decay_from in [0, 1] and aux_weight >= 0")
+    if (not cfg.lr > 0 or not 0 <= cfg.decay_from <= 1 or cfg.aux_weight < 0
+            or cfg.state_weight < 0):
+        raise ValueError("lr must be > 0, decay_from in [0, 1], aux_weight and state_weight "
+                         ">= 0")
     if cfg.max_minutes is not None and not cfg.max_minutes > 0:
         raise ValueError(f"max_minutes must be > 0, got {cfg.max_minutes}")
     if not 0 <= cfg.reveal[0] <= cfg.reveal[1]:
@@ -318,7 +456,12 @@ def train(out: str | Path, cfg: TrainConfig, *, progress: bool = True,
     model.train()
     with torch.random.fork_rng(devices=[]):  # seeded, and the global RNG left alone
         torch.manual_seed(cfg.seed + 1)
-        aux = AuxHeads(model.config.vision_config.hidden_size)
+        aux = torch.nn.ModuleDict({
+            "tower": AuxHeads(model.config.vision_config.hidden_size,
+                              model.config.vision_config.image_size
+                              // model.config.vision_config.patch_size),
+            "state": StateHeads(model.config.text_config.hidden_size),
+        })
     patch = model.config.vision_config.patch_size
     params = [*model.named_parameters(), *(("aux." + n, p) for n, p in aux.named_parameters())]
     decay = [p for n, p in params if p.ndim >= 2]
@@ -377,15 +520,24 @@ def train(out: str | Path, cfg: TrainConfig, *, progress: bool = True,
                                                    labels)
             captured.clear()
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
-                logits = model(**batch, logits_to_keep=1).logits[:, -1].float()
+                output = model(**batch, logits_to_keep=1,
+                               output_hidden_states=bool(cfg.state_weight))
+            logits = output.logits[:, -1].float()
             answer_loss = torch.nn.functional.cross_entropy(logits, target)
             loss = answer_loss
             aux_loss = torch.zeros(())
             if cfg.aux_weight:
                 obj, glyph = _aux_labels(samples, patch, labels)
                 feats = torch.cat(captured).float()
-                aux_loss = aux.loss(feats, obj, glyph)
+                aux_loss = aux["tower"].loss(feats, obj, glyph)
                 loss = loss + cfg.aux_weight * aux_loss
+            if cfg.state_weight:
+                picked = _frame_ends(batch, samples, model.config,
+                                     output.hidden_states[-1].float())
+                if picked is not None:
+                    state_loss = aux["state"].loss(*picked)
+                    aux_loss = aux_loss + state_loss
+                    loss = loss + cfg.state_weight * state_loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_([p for _, p in params], 1.0)
             opt.step()
