@@ -10,7 +10,8 @@ import pytest
 
 #: test modules that build transformers models or configs without importing transformers
 #: or vistoken.testing at module level (those two are recognised by what they import)
-MODEL_MODULES = {"test_flops", "test_masks", "test_eval", "test_reference", "test_reference_model"}
+MODEL_MODULES = {"test_flops", "test_masks", "test_eval", "test_reference", "test_reference_model",
+                 "test_pvc_train"}
 
 
 def _is_model_module(module) -> bool:

@@ -21,6 +21,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "bench": bench.run,
     "eval": eval_cmd.run,
     "train-reference": train_cmd.run,
+    "train-pvc": train_cmd.run_pvc,
 }
 
 
@@ -43,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_parser(sub, media)
     eval_cmd.add_parser(sub)
     train_cmd.add_parser(sub)
+    train_cmd.add_pvc_parser(sub)
     return parser
 
 

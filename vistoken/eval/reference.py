@@ -74,12 +74,13 @@ def _question_words() -> list[str]:
     return [w for t in texts for w in _words(t)]
 
 
-def _tokenizer() -> Any:
+def _tokenizer(extra: Sequence[str] = ()) -> Any:
+    """The word-level tokenizer; ``extra`` words get the ids after the reference's own."""
     from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
     vocab: dict[str, int] = {}
-    for w in [*_SPECIALS, *VOCAB, *_question_words()]:
+    for w in [*_SPECIALS, *VOCAB, *_question_words(), *extra]:
         vocab.setdefault(w, len(vocab))
     backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
     backend.pre_tokenizer = pre_tokenizers.Sequence(
