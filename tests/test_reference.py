@@ -260,3 +260,25 @@ def test_state_heads_read_each_frame_end_and_the_newline(ref):
     used = {n for n in tr.STATE_HEADS if (labels[n] != -100).any()}
     for n, head in heads.heads.items():  # only the heads the batch has labels for learn
         assert (head.weight.grad is not None and head.weight.grad.abs().sum() > 0) == (n in used)
+
+
+def test_state_heads_on_every_token_see_only_earlier_frames(ref):
+    model, proc = ref
+    samples = syn.dataset("val", 4, frames=4, size=SIZE, qtypes=("order", "motion"))
+    batch = prompts(proc, samples)
+    hidden = torch.arange(batch["input_ids"].numel(), dtype=torch.float).reshape(
+        *batch["input_ids"].shape, 1)
+    picked, labels = tr._every_token(batch, samples, model.config, hidden)
+    assert picked.shape == (4, 4 * 49 + 1, 1)
+    width = batch["input_ids"].shape[1]
+    for row, s in enumerate(samples):
+        cols = (batch["input_ids"][row] == model.config.video_token_id).nonzero().squeeze(1)
+        assert (picked[row, :, 0].long() - row * width).tolist() == cols.tolist()
+        st = tr.frame_states(s.scene)
+        for name in tr.STATE_HEADS:
+            y = labels[name][row]
+            for t in range(4):
+                inner = y[49 * t:49 * t + 48]
+                assert (inner == (st[name][t - 1] if t else -100)).all(), (name, t)
+                assert y[49 * t + 48] == st[name][t]
+            assert y[-1] == st[name][-1]

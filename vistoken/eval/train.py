@@ -64,6 +64,9 @@ class TrainConfig:
     #: that frame (first colour, which shape appeared first, flashes so far, direction so far,
     #: the digit seen so far), dense supervision of the temporal bookkeeping the answers need
     state_weight: float = 1.0
+    #: the state heads read every visual token (a frame's tokens: the state through the
+    #: frame before), not only the frame ends and the newline
+    state_every_token: bool = False
     #: (until_step, frames) phases before the full ``frames``: short clips first, so that the
     #: LLM learns to find the few tokens that matter among fewer of them; a phase trains only
     #: the types its clip length can show (``synthetic.MIN_FRAMES``)
@@ -256,6 +259,32 @@ class StateHeads(torch.nn.Module):
                 total = total + torch.nn.functional.cross_entropy(
                     head(hidden).flatten(0, 1), y.flatten(), ignore_index=_IGNORE)
         return total
+
+
+def _every_token(batch: Any, samples: list[syn.Sample], config: Any,
+                 hidden: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]] | None:
+    """Like :func:`_frame_ends`, at every visual token of every video: a frame's last token
+    and the newline carry the state through that frame (as there), every other token of
+    frame t the state through frame t - 1 (what it can know whatever its place in the frame;
+    frame 0's other tokens are unlabelled). (N, T * tokens + 1, D) and labels (N, same)."""
+    rows = [i for i, s in enumerate(samples) if s.qtype != "image_detail"]
+    if not rows:
+        return None
+    index, labels = [], {name: [] for name in STATE_HEADS}
+    for i in rows:
+        cols = (batch["input_ids"][i] == config.video_token_id).nonzero().squeeze(1)
+        frames = int(samples[i].scene["frames"])
+        tokens = (cols.numel() - 1) // frames
+        index.append(cols)
+        st = frame_states(samples[i].scene)
+        for name in STATE_HEADS:
+            y = st[name]
+            before = torch.cat([torch.full((1,), _IGNORE, dtype=y.dtype), y[:-1]])
+            grid = before[:, None].expand(frames, tokens).clone()
+            grid[:, -1] = y
+            labels[name].append(torch.cat([grid.flatten(), y[-1:]]))
+    picked = hidden[torch.tensor(rows)[:, None], torch.stack(index)]
+    return picked, {name: torch.stack(v) for name, v in labels.items()}
 
 
 def _frame_ends(batch: Any, samples: list[syn.Sample], config: Any,
@@ -532,8 +561,8 @@ def train(out: str | Path, cfg: TrainConfig, *, progress: bool = True,
                 aux_loss = aux["tower"].loss(feats, obj, glyph)
                 loss = loss + cfg.aux_weight * aux_loss
             if cfg.state_weight:
-                picked = _frame_ends(batch, samples, model.config,
-                                     output.hidden_states[-1].float())
+                picked = (_every_token if cfg.state_every_token else _frame_ends)(
+                    batch, samples, model.config, output.hidden_states[-1].float())
                 if picked is not None:
                     state_loss = aux["state"].loss(*picked)
                     aux_loss = aux_loss + state_loss

@@ -31,7 +31,12 @@ from .configuration import PVCConfig
 from .modeling import PVCForConditionalGeneration
 from .processing import PVCProcessor
 
-__all__ = ["MAX_FRAMES", "build_processor", "from_reference", "load_pvc", "prompts", "save"]
+__all__ = ["DEFAULT_PATH", "MAX_FRAMES", "build_processor", "from_reference", "load_pvc",
+           "prompts", "save"]
+
+#: The tiny PVC shipped in the package (trained by ``vistoken train-pvc`` from the shipped
+#: reference VLM; its card, log and arguments beside it).
+DEFAULT_PATH = Path(__file__).resolve().parent / "tiny_model"
 
 #: Frame labels the tiny PVC's tokenizer knows (``Frame1`` ... ``Frame64``).
 MAX_FRAMES = 64
@@ -160,10 +165,11 @@ def save(model: PVCForConditionalGeneration, processor: PVCProcessor, path: str 
          "image_repeats": processor.image_repeats}, indent=2) + "\n")
 
 
-def load_pvc(path: str | Path, *, device: Any = "cpu") -> tuple[PVCForConditionalGeneration,
-                                                                 PVCProcessor]:
-    """A tiny PVC saved by ``vistoken train-pvc`` (eval mode) and its processor."""
-    path = Path(path)
+def load_pvc(path: str | Path | None = None, *, device: Any = "cpu",
+             ) -> tuple[PVCForConditionalGeneration, PVCProcessor]:
+    """A tiny PVC saved by ``vistoken train-pvc`` (eval mode) and its processor; ``path``
+    defaults to the one shipped in the package (:data:`DEFAULT_PATH`, offline)."""
+    path = Path(DEFAULT_PATH if path is None else path)
     if not (path / "config.json").is_file() or not (path / _PROCESSOR_FILE).is_file():
         raise FileNotFoundError(
             f"no tiny PVC at {path} (expected config.json and {_PROCESSOR_FILE}; train one "
