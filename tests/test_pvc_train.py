@@ -215,3 +215,17 @@ def test_the_shipped_tiny_pvc_answers_from_the_pixels():
         out = model.generate(**batch, max_new_tokens=1, do_sample=False)
         logits = model(**batch, logits_to_keep=1).logits[:, -1]
     assert out[:, -1].tolist() == logits.argmax(-1).tolist()
+
+
+def test_train_pvc_cli_errors_are_one_line(tmp_path, capsys):
+    from vistoken.cli.app import main
+
+    assert main(["train-pvc", "--out", str(tmp_path), "--stage1-steps", "0", "--stage2-steps",
+                 "0", "-q"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not both 0" in err[0]
+    assert main(["train-pvc", "--out", str(tmp_path), "--base", str(tmp_path / "none"),
+                 "-q"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no reference model" in err[0] and "train-reference" in err[0]
+    assert not (tmp_path / "train_args.json").exists()
