@@ -484,10 +484,12 @@ def test_sigint_during_startup_exits_130_with_one_line(tmp_path):
     )
     try:
         lines: list[str] = []
+        seen_cli = False
         for line in proc.stderr:
             lines.append(line)
-            if any(ln.rstrip().endswith("| vistoken.cli") for ln in lines[:-1]):
+            if seen_cli:
                 break  # an import finished after vistoken.cli's: main() is running
+            seen_cli = line.rstrip().endswith("| vistoken.cli")
         assert not any("torch" in ln for ln in lines[:-1])  # not imported before main()
         proc.send_signal(signal.SIGINT)
         stdout, rest = proc.communicate(timeout=120)
