@@ -489,10 +489,21 @@ def test_sigint_during_startup_exits_130_with_one_line(tmp_path):
             lines.append(line)
             if seen_cli:
                 break  # an import finished after vistoken.cli's: main() is running
-            seen_cli = line.rstrip().endswith("| vistoken.cli")
+            seen_cli = line.rstrip().rsplit("|", 1)[-1].strip() == "vistoken.cli"
+        assert seen_cli, "".join(lines[-20:])
         assert not any("torch" in ln for ln in lines[:-1])  # not imported before main()
+        # a SIGINT that lands inside a native library's start-up (torch loads CUDA and
+        # OpenMP libraries) can be lost before Python sees it, as it can for a user: press
+        # again after a second, as a user would, at most five times
         proc.send_signal(signal.SIGINT)
-        stdout, rest = proc.communicate(timeout=120)
+        for _ in range(5):
+            try:
+                stdout, rest = proc.communicate(timeout=1)
+                break
+            except subprocess.TimeoutExpired:
+                proc.send_signal(signal.SIGINT)
+        else:
+            stdout, rest = proc.communicate(timeout=120)
     finally:
         proc.kill()
         proc.wait()
