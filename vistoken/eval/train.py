@@ -412,28 +412,37 @@ def _batch(processor: Any, cfg: TrainConfig, step: int) -> tuple[Any, list[syn.S
     return prompts(processor, samples), samples
 
 
-def _targets(processor: Any, samples: list[syn.Sample]) -> torch.Tensor:
+def _targets(processor: Any, samples: list[syn.Sample], device: Any = None) -> torch.Tensor:
     tok = processor.tokenizer
-    return torch.tensor([tok.convert_tokens_to_ids(s.answer) for s in samples])
+    return torch.tensor([tok.convert_tokens_to_ids(s.answer) for s in samples], device=device)
 
 
 @torch.no_grad()
 def evaluate_split(model: Any, processor: Any, samples: list[syn.Sample],
-                   batch_size: int = 24) -> dict[str, Any]:
-    """Accuracy of the argmax answer at the prompt's last position, overall and per type."""
+                   batch_size: int = 24, build: Callable[[Any, list[syn.Sample]], Any] = prompts,
+                   ) -> dict[str, Any]:
+    """Accuracy of the argmax answer at the prompt's last position, overall and per type.
+    ``build(processor, samples)`` makes a batch (default: the reference's :func:`prompts`);
+    it is moved to the model's device."""
     was_training = model.training
     model.eval()
+    device = next(model.parameters()).device
     hits: dict[str, list[int]] = {}
     for i in range(0, len(samples), batch_size):
         chunk = samples[i:i + batch_size]
-        logits = model(**prompts(processor, chunk), logits_to_keep=1).logits[:, -1]
-        pred = logits.argmax(-1)
+        batch = build(processor, chunk).to(device)
+        pred = model(**batch, logits_to_keep=1).logits[:, -1].argmax(-1)
         for s, p, t in zip(chunk, pred.tolist(), _targets(processor, chunk).tolist(), strict=True):
             hits.setdefault(s.qtype, []).append(int(p == t))
     model.train(was_training)
     per = {q: sum(h) / len(h) for q, h in hits.items()}
     total = sum(sum(h) for h in hits.values()) / sum(len(h) for h in hits.values())
     return {"accuracy": total, "per_type": per}
+
+
+def recipe(config: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A run's arguments without the time limit: a run stopped by it may go on without it."""
+    return None if config is None else {k: v for k, v in config.items() if k != "max_minutes"}
 
 
 def _save_checkpoint(path: Path, model: Any, aux: Any, opt: Any, step: int,
@@ -506,10 +515,6 @@ def train(out: str | Path, cfg: TrainConfig, *, progress: bool = True,
     step, log = 0, []
     if ckpt_path.is_file():
         state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        def recipe(c: dict[str, Any] | None) -> dict[str, Any] | None:
-            # the time limit is not part of the recipe: a run stopped by it may go on
-            return None if c is None else {k: v for k, v in c.items() if k != "max_minutes"}
-
         if recipe(state.get("config")) != recipe(asdict(cfg)):
             raise ValueError(
                 f"{ckpt_path} was written by a run with other arguments ({state.get('config')}); "

@@ -45,6 +45,7 @@ import torch
 
 from ..eval import synthetic as syn
 from ..eval.reference import FRAMES, SIZE
+from ..eval.train import _targets, evaluate_split, recipe
 
 __all__ = ["PVCTrainConfig", "evaluate", "train_pvc"]
 
@@ -163,37 +164,12 @@ def batch_samples(cfg: PVCTrainConfig, step: int) -> list[syn.Sample]:
             for i in range(start, start + cfg.batch_size)]
 
 
-def _targets(processor: Any, samples: list[syn.Sample], device: Any) -> torch.Tensor:
-    tok = processor.tokenizer
-    return torch.tensor([tok.convert_tokens_to_ids(s.answer) for s in samples], device=device)
-
-
-@torch.no_grad()
 def evaluate(model: Any, processor: Any, samples: list[syn.Sample],
              batch_size: int = 12) -> dict[str, Any]:
     """Accuracy of the argmax answer at the prompt's last position, overall and per type."""
     from .tiny import prompts
 
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    hits: dict[str, list[int]] = {}
-    for i in range(0, len(samples), batch_size):
-        chunk = samples[i:i + batch_size]
-        batch = prompts(processor, chunk).to(device)
-        pred = model(**batch, logits_to_keep=1).logits[:, -1].argmax(-1)
-        for s, p, t in zip(chunk, pred.tolist(), _targets(processor, chunk, device).tolist(),
-                           strict=True):
-            hits.setdefault(s.qtype, []).append(int(p == t))
-    model.train(was_training)
-    per = {q: sum(h) / len(h) for q, h in hits.items()}
-    total = sum(sum(h) for h in hits.values()) / sum(len(h) for h in hits.values())
-    return {"accuracy": total, "per_type": per}
-
-
-def _recipe(c: dict[str, Any] | None) -> dict[str, Any] | None:
-    # the time limit is not part of the recipe: a run stopped by it may go on
-    return None if c is None else {k: v for k, v in c.items() if k != "max_minutes"}
+    return evaluate_split(model, processor, samples, batch_size, build=prompts)
 
 
 def train_pvc(out: str | Path, cfg: PVCTrainConfig, *, progress: bool = True,
@@ -220,7 +196,7 @@ def train_pvc(out: str | Path, cfg: PVCTrainConfig, *, progress: bool = True,
         step, log, opt_state = 0, [], None
         if ckpt_path.is_file():
             state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-            if _recipe(state.get("config")) != _recipe(asdict(cfg)):
+            if recipe(state.get("config")) != recipe(asdict(cfg)):
                 raise ValueError(
                     f"{ckpt_path} was written by a run with other arguments "
                     f"({state.get('config')}); resume with the same arguments or train into "
