@@ -430,7 +430,56 @@ class InternVLFamily(Family):
         return units
 
 
-FAMILIES: tuple[Family, ...] = (LlavaOnevisionFamily(), QwenVLFamily(), InternVLFamily())
+class PVCFamily(Family):
+    """vistoken's own PVC (:class:`vistoken.pvc.PVCForConditionalGeneration`): each clip (a
+    video, or an image as its static video of ``image_repeats`` frames) is one unit of
+    (frames, N) progressive-encoder tokens on its sqrt(N) x sqrt(N) grid, so a training-free
+    method compresses on top of PVC's own compression (or of the uncompressed control's
+    tokens, as issue 11's comparison does)."""
+
+    name = "pvc"
+    class_names = ("PVCForConditionalGeneration",)
+    visual_keys = ("pixel_values",)
+    strip_keys = ("frames_per_clip",)
+
+    def inner(self, model: Any) -> Any:
+        return model
+
+    def language_model(self, model: Any) -> Any:
+        return model.language_model.get_decoder()
+
+    def units(
+        self, inner: Any, kwargs: dict[str, Any], input_ids: Tensor, embeds: Tensor
+    ) -> list[Unit]:
+        clips = kwargs.get("frames_per_clip")
+        if clips is None:
+            raise ValueError(
+                "pixel_values needs frames_per_clip (the frame count of each clip in prompt "
+                "order); pass the PVCProcessor's outputs unchanged"
+            )
+        lengths = torch.as_tensor(clips, dtype=torch.long).flatten().tolist()
+        feats = inner.get_clip_features(kwargs["pixel_values"], lengths).to(embeds.dtype)
+        n = inner.encoder.frame_tokens
+        feats = feats.reshape(-1, n, feats.shape[-1])  # (frames, N, D) in prompt order
+        runs = _runs(input_ids, inner.config.image_token_id, [t * n for t in lengths], "clips")
+        side = math.isqrt(n)
+        grid = (side, side) if side * side == n else None
+        units, start = [], 0
+        for t, run in zip(lengths, runs, strict=True):
+            f = feats[start : start + t]
+            start += t
+            row, cols = int(run[0, 0]), run[1]
+            embeds[row, cols] = f.reshape(t * n, -1)
+            units.append(Unit(row, cols, f, grid))
+        return units
+
+
+FAMILIES: tuple[Family, ...] = (
+    LlavaOnevisionFamily(),
+    QwenVLFamily(),
+    InternVLFamily(),
+    PVCFamily(),
+)
 
 
 def family_of(model: Any) -> Family:
