@@ -317,6 +317,51 @@ def test_from_base_with_fewer_tokens_makes_a_new_projector(internvl, pvc):
         PVCForConditionalGeneration.from_base(internvl, tokens_per_frame=4, temporal_layer=1)
 
 
+def _pool2x2(tokens: torch.Tensor) -> torch.Tensor:
+    """(N, g*g, D) row-major tokens -> (N, (g/2)^2, D): the mean of each 2 x 2 block."""
+    n, m, d = tokens.shape
+    g = int(m**0.5)
+    grid = tokens.transpose(1, 2).reshape(n, d, g, g)
+    return torch.nn.functional.avg_pool2d(grid, 2).flatten(2).transpose(1, 2)
+
+
+def test_merge_projector_starts_as_the_2x2_mean_of_the_base_projector():
+    enc, _ = encoder("siglip", tokens_per_frame=4, projector="merge")  # 8x8 grid: k = 4
+    assert enc.projector.k == 2 and enc.merge is not None
+    feats = torch.randn(3, 64, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        got = enc.compress(feats)
+        want = _pool2x2(enc.projector(feats))  # the base shuffle by 2: 16 tokens, pooled
+    assert got.shape == (3, 4, 24)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+    with torch.no_grad():  # once trained, no longer a mean
+        enc.merge.linear.weight.add_(0.1)
+        assert not torch.allclose(enc.compress(feats), want, atol=1e-3)
+    with pytest.raises(ValueError, match="even pixel-shuffle factor"):
+        encoder("siglip", tokens_per_frame=64, projector="merge")  # k = 1: no 2 x 2 left
+    with pytest.raises(ValueError, match="projector must be one of"):
+        encoder("siglip", projector="pool")
+
+
+def test_from_base_merge_carries_internvls_projector_and_pools_its_tokens(internvl):
+    x = vtt.internvl_inputs(internvl, [2, 1])
+    model = PVCForConditionalGeneration.from_base(
+        internvl, tokens_per_frame=4, image_repeats=1, projector="merge")
+    assert model.config.projector == "merge" and model.encoder.projector.k == 2
+    assert torch.equal(model.encoder.projector.linear_2.weight,
+                       internvl.model.multi_modal_projector.linear_2.weight)
+    frames = torch.ones(x["pixel_values"].shape[0], dtype=torch.long)
+    with torch.no_grad():
+        feats = model.get_clip_features(x["pixel_values"], frames)
+        theirs = internvl.model.get_image_features(x["pixel_values"]).pooler_output  # 16 each
+    torch.testing.assert_close(feats, _pool2x2(theirs).flatten(0, 1), rtol=1e-6, atol=1e-6)
+    # stage 1 trains the merge with the projector
+    from vistoken.pvc.train import stage_params
+
+    trained = {id(p) for p in stage_params(model, 1)}
+    assert all(id(p) in trained for p in model.encoder.merge.parameters())
+
+
 def test_clips_of_mixed_lengths_encode_as_each_clip_alone(pvc):
     lengths = [3, 1, 3, 2]
     px = torch.randn(sum(lengths), 3, SIDE, SIDE, generator=torch.Generator().manual_seed(4))

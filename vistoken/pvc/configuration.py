@@ -39,6 +39,9 @@ class PVCConfig(PreTrainedConfig):
             extra token per frame).
         feature_layer: the tower layer whose output is compressed (-1: the last hidden state).
         projector_hidden_act: the projector MLP's activation ("gelu", InternVL's).
+        projector: "shuffle" (a new projector straight to ``tokens_per_frame``, the default)
+            or "merge" (the base model's projector at half the shuffle, then a learned 2 x 2
+            merge initialised to the mean; see ``ProgressiveEncoder``).
         image_token_id: the id of the placeholder token whose positions receive the visual
             features (InternVL's ``<IMG_CONTEXT>`` id by default).
         tie_word_embeddings: tie the LLM's output layer to its input embeddings (follows
@@ -61,6 +64,7 @@ class PVCConfig(PreTrainedConfig):
     drop_cls: bool | None = None
     feature_layer: int = -1
     projector_hidden_act: str = "gelu"
+    projector: Literal["shuffle", "merge"] = "shuffle"
     image_token_id: int = 151667
     tie_word_embeddings: bool = False
 
@@ -70,6 +74,8 @@ class PVCConfig(PreTrainedConfig):
         super().__post_init__(**kwargs)
         if self.adaln not in ("temporal", "all", "none"):
             raise ValueError(f"adaln must be 'temporal', 'all' or 'none'; got {self.adaln!r}")
+        if self.projector not in ("shuffle", "merge"):
+            raise ValueError(f"projector must be 'shuffle' or 'merge'; got {self.projector!r}")
         if self.time not in ("index", "normalised"):
             raise ValueError(f"time must be 'index' or 'normalised'; got {self.time!r}")
         if self.tokens_per_frame < 1:

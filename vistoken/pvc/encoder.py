@@ -33,6 +33,11 @@ Choices where the paper (REFERENCE.md section 2) is silent, all options:
   LayerNorm(C k^2), Linear(C k^2, out_dim), GELU, Linear(out_dim, out_dim), with
   InternVL's ``multi_modal_projector`` parameter names, so an InternVL projector loads when
   k matches its ``downsample_ratio``. A new projector starts N(0, 0.02) with zero biases.
+- ``projector="merge"`` (the paper's other reading, REFERENCE.md): the base model's own
+  projector (pixel shuffle by k / 2: InternVL's 0.5, carried over by ``from_base``), then a
+  learned 2 x 2 merge of its output tokens (``Merge2x2``: each 2 x 2 block of projected
+  tokens, concatenated, through Linear(4 out_dim, out_dim)), initialised to the block mean,
+  so at initialisation a frame's tokens are the 2 x 2 average of the base model's.
 - CLS: dropped when the tower has one (the token count is g^2 + 1), like InternVL's
   "default" feature strategy. ``drop_cls=False`` keeps it as one extra leading token per
   frame (its C channels tiled k^2 times through the same projector).
@@ -193,6 +198,31 @@ class Compressor(nn.Module):
         return self.project(pixel_shuffle(x, self.k))
 
 
+class Merge2x2(nn.Module):
+    """A learned 2 x 2 token merge: (B, g*g, D) -> (B, (g/2)^2, D), each output token a
+    linear map of its 2 x 2 block of input tokens (concatenated in pixel-shuffle order).
+    ``reset()`` sets it to the block mean (weight [I/4, I/4, I/4, I/4], bias 0)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.dim = dim
+        self.linear = nn.Linear(4 * dim, dim)
+
+    def reset(self) -> None:
+        from transformers import initialization as init
+
+        eye = torch.eye(self.dim, dtype=self.linear.weight.dtype) / 4
+        init.copy_(self.linear.weight, eye.repeat(1, 4).to(self.linear.weight.device))
+        init.zeros_(self.linear.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.linear(pixel_shuffle(x, 2))
+
+
+#: The projector readings ``ProgressiveEncoder(projector=...)`` accepts.
+PROJECTORS = ("shuffle", "merge")
+
+
 def _is_square(n: int) -> bool:
     return n > 0 and math.isqrt(n) ** 2 == n
 
@@ -222,6 +252,9 @@ class ProgressiveEncoder(nn.Module):
             any); another index takes ``hidden_states[feature_layer]`` (0 is the
             embeddings), and only the layers up to it count as "the last layers".
         act: the projector's activation (a transformers ``ACT2FN`` name).
+        projector: "shuffle" (pixel shuffle by k straight to ``tokens_per_frame``, a new
+            projector) or "merge" (the base's pixel shuffle by k / 2 and its projector,
+            then a learned 2 x 2 merge; k must be even).
 
     ``forward(pixel_values)``: (B, T, 3, H, W) -> (B, T, frame_tokens, out_dim);
     ``encode_images(pixel_values)``: (B, 3, H, W) -> (B, image_repeats * frame_tokens,
@@ -243,8 +276,11 @@ class ProgressiveEncoder(nn.Module):
         drop_cls: bool | None = None,
         feature_layer: int = -1,
         act: str = "gelu",
+        projector: str = "shuffle",
     ) -> None:
         super().__init__()
+        if projector not in PROJECTORS:
+            raise ValueError(f"projector must be one of {list(PROJECTORS)}; got {projector!r}")
         if adaln not in ADALN_MODES:
             raise ValueError(f"adaln must be one of {list(ADALN_MODES)}; got {adaln!r}")
         if time not in TIME_MODES:
@@ -281,6 +317,12 @@ class ProgressiveEncoder(nn.Module):
             )
         self.grid = grid[0]
         k = shuffle_factor(self.grid, tokens_per_frame)  # fails with the accepted counts
+        if projector == "merge" and k % 2:
+            raise ValueError(
+                f"projector='merge' needs an even pixel-shuffle factor (the base shuffles by "
+                f"k / 2, the merge by 2); tokens_per_frame={tokens_per_frame} on a "
+                f"{self.grid}x{self.grid} grid gives k={k}"
+            )
 
         self.vision_model = vision_model
         self.out_dim, self.dim = int(out_dim), dim
@@ -317,7 +359,9 @@ class ProgressiveEncoder(nn.Module):
             if conditioned
             else None
         )
-        self.projector = Compressor(dim, out_dim, k, act)
+        self.projector_mode = projector
+        self.projector = Compressor(dim, out_dim, k if projector == "shuffle" else k // 2, act)
+        self.merge = Merge2x2(out_dim) if projector == "merge" else None
         self.reset_new_parameters()
 
     # -- parameters --------------------------------------------------------------------------
@@ -373,6 +417,8 @@ class ProgressiveEncoder(nn.Module):
         norm(self.projector.layer_norm)
         linear(self.projector.linear_1)
         linear(self.projector.linear_2)
+        if self.merge is not None:
+            self.merge.reset()
 
     def load_tower_state_dict(self, state_dict: dict[str, Tensor], strict: bool = True) -> Any:
         """Load a plain (unwrapped) tower's ``state_dict`` into the wrapped tower: keys of
@@ -483,6 +529,8 @@ class ProgressiveEncoder(nn.Module):
             raise ValueError(f"the tower gives {n} tokens per frame; expected {what}")
         g = math.isqrt(n - has_cls)
         k = shuffle_factor(g, self.tokens_per_frame)
+        if self.merge is not None:
+            k //= 2  # the base projector's share; the merge does the last 2 x 2
         if k != self.projector.k:
             raise ValueError(
                 f"the tower gives a {g}x{g} grid: {self.tokens_per_frame} tokens need pixel "
@@ -491,6 +539,8 @@ class ProgressiveEncoder(nn.Module):
             )
         patches = feats[:, 1:] if has_cls else feats
         out = self.projector(patches)
+        if self.merge is not None:
+            out = self.merge(out)
         if has_cls and self.drop_cls is False:
             cls = self.projector.project(feats[:, :1].repeat(1, 1, k * k))
             out = torch.cat([cls, out], dim=1)

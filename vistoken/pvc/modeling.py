@@ -12,8 +12,9 @@ Converting InternVL (``from_base``), as PVC's authors did from InternVL2-8B: the
 tower's and the LLM's weights are carried over; InternVL's projector too when the
 compressor's pixel-shuffle factor equals InternVL's (1 / ``downsample_ratio``, i.e.
 ``tokens_per_frame`` = InternVL's tokens per tile); otherwise the projector is new (PVC
-itself goes from 256 to 64 tokens per frame, so its projector is new: the paper's other
-reading, InternVL's 0.5 projector plus a learned 2x2 merge, is not implemented). The new
+itself goes from 256 to 64 tokens per frame, so its projector is new) - or, with
+``projector="merge"`` (the paper's other reading), InternVL's 0.5 projector is carried and a
+learned 2x2 merge, initialised to the mean, goes from 256 to 64 tokens. The new
 parts start at zero, so a converted model with the base's token count and
 ``image_repeats=1`` gives InternVL's logits.
 
@@ -105,6 +106,7 @@ class PVCForConditionalGeneration(PVCPreTrainedModel, GenerationMixin):
             drop_cls=config.drop_cls,
             feature_layer=config.feature_layer,
             act=config.projector_hidden_act,
+            projector=config.projector,
         )
         self.language_model = AutoModelForCausalLM.from_config(config.text_config)
         self._cache_key = _hf.cache_key(self.language_model.forward, "the PVC language model")

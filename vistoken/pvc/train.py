@@ -136,6 +136,8 @@ def stage_params(model: Any, stage: int) -> list[torch.nn.Parameter]:
     if stage == 1:
         train = {id(p) for p in model.encoder.new_parameters()}
         train |= {id(p) for p in model.encoder.projector.parameters()}
+        if model.encoder.merge is not None:
+            train |= {id(p) for p in model.encoder.merge.parameters()}
     else:
         train = {id(p) for p in model.parameters()}
     params = []
