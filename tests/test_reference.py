@@ -230,6 +230,72 @@ def test_frame_states_end_in_the_answer_and_are_causal(qtype):
             assert (st["cell_now"] == -100).all()
 
 
+@pytest.mark.parametrize("qtype", ["order", "motion", "count"])
+def test_token_states_label_the_object_tokens_causally(qtype):
+    for index in range(4):
+        s = syn.sample("val", index, qtype, frames=12, size=SIZE)
+        obj, _ = tr.patch_labels(s.scene, 8)
+        st = tr.token_states(s.scene, obj)
+        assert set(st) == set(tr.TOKEN_HEADS)
+        shown = tr._pooled(obj, 14)  # (T, 49): the tokens that show an object
+        for name, y in st.items():
+            assert y.shape == (12, 49)
+            assert ((y == -100) | shown).all(), name  # only object tokens are labelled
+        if qtype == "order":
+            y, ids = st["alone_so_far"], tr.TOKEN_HEADS["alone_so_far"]
+            on = s.scene["onsets"]
+            first, second = sorted(on, key=on.get)
+            for t in range(12):
+                got = {ids[v] for v in y[t][y[t] != -100].tolist()}
+                if t < on[second]:  # only the first object shows, and says its shape
+                    assert got == ({first} if t >= on[first] else set()), (index, t)
+                else:
+                    assert got == {"both"}, (index, t)
+            assert s.answer == first
+        elif qtype == "motion":
+            y = st["moved"]
+            known = y[y != -100]
+            assert known.numel() > 0
+            last = y[-1][y[-1] != -100]
+            assert last.numel() > 0 and (last == tr.TOKEN_HEADS["moved"].index(s.answer)).all()
+            # a labelled token's direction is its frame's "direction so far"
+            so_far = tr.frame_states(s.scene)["direction"]
+            rows, _ = (y != -100).nonzero(as_tuple=True)
+            assert torch.equal(known, so_far[rows])
+            assert (y[0] == -100).all()  # no displacement in frame 0
+        else:
+            assert all((y == -100).all() for y in st.values())
+        # causality: the first 6 frames' labels follow from those frames alone
+        cut = dict(s.scene, frames=6)
+        cut["objects"] = [dict(o, xy=o["xy"][:6], colour=o["colour"][:6])
+                          for o in s.scene["objects"]]
+        short = tr.token_states(cut, obj[:6])
+        for name in tr.TOKEN_HEADS:
+            assert torch.equal(short[name], st[name][:6]), (qtype, index, name)
+
+
+def test_token_heads_read_every_frame_token(ref):
+    model, proc = ref
+    samples = syn.dataset("val", 6, frames=4, size=SIZE, qtypes=("order", "motion", "detail"))
+    batch = prompts(proc, samples)
+    hidden = torch.arange(batch["input_ids"].numel(), dtype=torch.float).reshape(
+        *batch["input_ids"].shape, 1)
+    labels = [tr.patch_labels(s.scene, 8) for s in samples]
+    picked, y = tr._video_tokens(batch, samples, model.config, hidden, labels)
+    rows = [i for i, s in enumerate(samples) if s.qtype in ("order", "motion")]
+    assert picked.shape == (len(rows), 4 * 49, 1)
+    width = batch["input_ids"].shape[1]
+    for r, i in enumerate(rows):
+        cols = (batch["input_ids"][i] == model.config.video_token_id).nonzero().squeeze(1)
+        assert (picked[r, :, 0].long() - i * width).tolist() == cols[:-1].tolist()
+        st = tr.token_states(samples[i].scene, labels[i][0])
+        for name in tr.TOKEN_HEADS:
+            assert torch.equal(y[name][r], st[name].flatten())
+    heads = tr.TokenHeads(1)
+    loss = heads.loss(picked, y)
+    assert torch.isfinite(loss) and loss > 0
+
+
 def test_state_heads_read_each_frame_end_and_the_newline(ref):
     model, proc = ref
     samples = syn.dataset("val", 8, frames=4, size=SIZE,
