@@ -13,6 +13,8 @@ list of compressible ``Unit``s. It never changes the model.
   merger (m = spatial_merge_size), on that grid; positions are M-RoPE (3 rows).
 - InternVL: every image tile in a sample (video frames enter as images) is a frame of N
   tokens after pixel shuffle and the projector, so a sample's frames compress together.
+- Qwen3-VL (dense, MoE) and Qwen3.5: the Qwen2-VL layout with one block per temporal
+  patch, DeepStack features and (Qwen3.5) a hybrid linear-attention LLM; see ``qwen3.py``.
 """
 
 from __future__ import annotations
@@ -120,6 +122,28 @@ class Family:
     def save_state(self, inner: Any) -> Any:
         """What the hooks may change on ``inner`` (restored by ``Handle.remove``)."""
         return None
+
+    # -- what the language model needs besides the sequence -------------------------------
+
+    #: keyword arguments of the language model that ``language_extras`` may fill (the
+    #: inner forward passes them itself, so they go in through a language-model pre-hook)
+    language_keys: tuple[str, ...] = ()
+
+    def language_extras(
+        self,
+        inner: Any,
+        units: list[Unit],
+        results: list[Any],
+        short: Shortened,
+        shape: tuple[int, int],
+    ) -> dict[str, Any]:
+        """Language-model arguments that must follow the shortened sequence (Qwen3-VL's
+        DeepStack features), given each unit's ``Compressed`` result; shape: (B, L) of the
+        uncompressed sequence. None by default."""
+        return {}
+
+    def configure_llm_part(self, part: Any, inner: Any) -> None:
+        """Adapt an in-LLM method's part (FastV) to the family's LLM; nothing by default."""
 
     def restore_state(self, inner: Any, saved: Any) -> None:
         pass
@@ -430,7 +454,17 @@ class InternVLFamily(Family):
         return units
 
 
-FAMILIES: tuple[Family, ...] = (LlavaOnevisionFamily(), QwenVLFamily(), InternVLFamily())
+# Qwen3-VL and Qwen3.5 build on QwenVLFamily in their own module (imported after it; the
+# package always imports this module first)
+from .qwen3 import Qwen3_5Family, Qwen3VLFamily  # noqa: E402
+
+FAMILIES: tuple[Family, ...] = (
+    LlavaOnevisionFamily(),
+    QwenVLFamily(),
+    InternVLFamily(),
+    Qwen3VLFamily(),
+    Qwen3_5Family(),
+)
 
 
 def family_of(model: Any) -> Family:
