@@ -612,7 +612,7 @@ def tiny_qwen3_processor() -> Any:
     """The real ``Qwen3VLProcessor`` (the processor of Qwen3-VL and of Qwen3.5) sized for
     ``tiny_qwen3_vl``/``tiny_qwen3_5``, built offline: ``Qwen2VLImageProcessor`` and
     ``Qwen3VLVideoProcessor`` with 4px patches, 2x2 merge, temporal patch 2, at most 32x32
-    pixels per image or frame, and the character-level ``tiny_tokenizer`` with Qwen's
+    pixels per image or frame (of up to 8 frames), and the character-level ``tiny_tokenizer`` with Qwen's
     placeholder, vision start / end tokens at the tiny models' ids. The chat template
     writes ``<|vision_start|><|image_pad|><|vision_end|>`` for an image and
     ``<|video_pad|>`` for a video (the processor expands it into one timestamped block per
@@ -620,13 +620,17 @@ def tiny_qwen3_processor() -> Any:
     from transformers import Qwen2VLImageProcessor, Qwen3VLProcessor, Qwen3VLVideoProcessor
 
     tokenizer = tiny_tokenizer(_SPECIAL_IDS["qwen2-vl"], _NAMED_TOKENS["qwen2-vl"])
-    image = _PLACEHOLDERS["qwen2-vl"][0]
-    template = _CHAT_TEMPLATE.replace("IMAGE", image).replace("VIDEO", "<|video_pad|>")
+    template = _CHAT_TEMPLATE.replace("IMAGE", _PLACEHOLDERS["qwen2-vl"][0])
+    template = template.replace("VIDEO", "<|video_pad|>")
     sizes = {"patch_size": 4, "merge_size": 2, "temporal_patch_size": 2}
-    pixels = {"shortest_edge": 16 * 16, "longest_edge": 32 * 32}
+    image = {"shortest_edge": 16 * 16, "longest_edge": 32 * 32}
+    # a video's budget is over all its frames: 32x32 pixels for each of up to 8 frames
+    video = {"shortest_edge": 16 * 16, "longest_edge": 8 * 32 * 32}
     return Qwen3VLProcessor(
-        image_processor=Qwen2VLImageProcessor(**sizes, size=pixels),
-        video_processor=Qwen3VLVideoProcessor(**sizes, size=pixels, do_sample_frames=False),
+        image_processor=Qwen2VLImageProcessor(**sizes, size=image),
+        video_processor=Qwen3VLVideoProcessor(
+            **sizes, size=video, do_sample_frames=False, cap_pixels_per_frame=False
+        ),
         tokenizer=tokenizer,
         chat_template=template,
     )
