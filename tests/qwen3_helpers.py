@@ -19,11 +19,19 @@ def batch(items, side="left"):
     """Pad single-sample inputs into one batch on ``side``, as the processor would."""
     longest = max(s["input_ids"].shape[1] for s in items)
     out = {}
-    for key, fill in (("input_ids", testing.PAD_ID), ("attention_mask", 0), ("mm_token_type_ids", 0)):
+    for key, fill in (
+        ("input_ids", testing.PAD_ID),
+        ("attention_mask", 0),
+        ("mm_token_type_ids", 0),
+    ):
         rows = []
         for s in items:
             pad = longest - s[key].shape[1]
-            rows.append(torch.nn.functional.pad(s[key], (pad, 0) if side == "left" else (0, pad), value=fill))
+            rows.append(
+                torch.nn.functional.pad(
+                    s[key], (pad, 0) if side == "left" else (0, pad), value=fill
+                )
+            )
         out[key] = torch.cat(rows)
     for key in ("pixel_values", "pixel_values_videos", "video_grid_thw", "image_grid_thw"):
         if key in items[0]:
@@ -134,17 +142,16 @@ def pinned_fastv_recompute(model, handle, x, sequences, keep, steps=STEPS):
     return out.logits[:, -steps:]  # FastV's output columns: the kept positions, right-aligned
 
 
-def lengths_seen(model):
-    """Sequence length the first decoder layer gets on each call: (list, hook)."""
-    seen = []
-    layer = model.model.language_model.layers[0]
-    h = layer.register_forward_pre_hook(
-        lambda mod, args, kw: seen.append((args[0] if args else kw["hidden_states"]).shape[1]),
-        with_kwargs=True,
-    )
-    return seen, h
+def video(model, seed=0, grid=(4, 8, 8), text=6):
+    """One video of 4 timestamped blocks of 16 tokens (a (4, 8, 8) patch grid)."""
+    return testing.qwen3_vl_inputs(model, [grid], seed=seed, text=text)
 
 
-def logits(model, x):
-    with torch.no_grad():
-        return model(**x).logits
+def image(model):
+    """One image of 16 tokens."""
+    return testing.qwen3_vl_inputs(model, [(1, 8, 8)], kind="image")
+
+
+def singles(model):
+    """Two samples with different token counts and lengths (a batch needs padding)."""
+    return [video(model, 0), video(model, 1, grid=(2, 8, 4), text=9)]

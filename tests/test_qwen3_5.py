@@ -8,16 +8,18 @@ from __future__ import annotations
 import pytest
 import torch
 import transformers  # noqa: F401  (a test dependency: fail, never skip, without it)
+from model_helpers import lengths_seen, logits
 from qwen3_helpers import (
     ATOL,
     ATOL_BATCH,
     batch,
     generate,
-    lengths_seen,
-    logits,
+    image,
     pinned_fastv_recompute,
     recompute,
     recording,
+    singles,
+    video,
 )
 
 import vistoken as vt
@@ -33,17 +35,9 @@ def model():
     return m
 
 
-def video(model, seed=0, grid=(4, 8, 8), text=6):
-    return testing.qwen3_vl_inputs(model, [grid], seed=seed, text=text)
-
-
-def singles(model):
-    return [video(model, 0), video(model, 1, grid=(2, 8, 4), text=9)]
-
-
 @pytest.mark.parametrize("kind", ["video", "image"])
 def test_retention_one_gives_identical_logits(model, kind):
-    x = video(model) if kind == "video" else testing.qwen3_vl_inputs(model, [(1, 8, 8)], kind="image")
+    x = video(model) if kind == "video" else image(model)
     ref = logits(model, x)
     for method in [*PRE_LLM, "fastv"]:
         with vt.apply(model, method, retention=1.0):
@@ -82,9 +76,7 @@ def test_cached_generation_equals_a_full_recompute(model, method, padding):
             torch.testing.assert_close(got[i], alone, atol=ATOL_BATCH, rtol=0)
 
 
-@pytest.mark.parametrize(
-    "requested,layer,score", [(1, 2, 1), (2, 2, 1), (3, 4, 3), (4, 4, 3)]
-)
+@pytest.mark.parametrize("requested,layer,score", [(1, 2, 1), (2, 2, 1), (3, 4, 3), (4, 4, 3)])
 def test_fastv_scores_at_a_full_attention_layer(model, requested, layer, score):
     """Layers: linear, full, linear, full, linear, linear. The scores come from the first
     full-attention layer at or after layer - 1; handle.stats says which."""
@@ -177,11 +169,21 @@ def test_real_processor_outputs_pass_unchanged(model, kind):
     proc = testing.tiny_qwen3_processor()
     gen = torch.Generator().manual_seed(1)
     if kind == "video":
-        media = {"videos": [torch.randint(0, 256, (8, 48, 40, 3), generator=gen, dtype=torch.uint8).numpy()]}
+        media = {
+            "videos": [
+                torch.randint(0, 256, (8, 48, 40, 3), generator=gen, dtype=torch.uint8).numpy()
+            ]
+        }
     else:
-        media = {"images": [torch.randint(0, 256, (30, 60, 3), generator=gen, dtype=torch.uint8).numpy()]}
+        media = {
+            "images": [torch.randint(0, 256, (30, 60, 3), generator=gen, dtype=torch.uint8).numpy()]
+        }
     msgs = [{"role": "user", "content": [{"type": kind}, {"type": "text", "text": "Why?"}]}]
-    x = proc(text=[proc.apply_chat_template(msgs, add_generation_prompt=True)], return_tensors="pt", **media)
+    x = proc(
+        text=[proc.apply_chat_template(msgs, add_generation_prompt=True)],
+        return_tensors="pt",
+        **media,
+    )
     ref = logits(model, x)
     with vt.apply(model, "pool", retention=1.0):
         assert torch.equal(logits(model, x), ref)

@@ -7,16 +7,18 @@ from __future__ import annotations
 import pytest
 import torch
 import transformers  # noqa: F401  (a test dependency: fail, never skip, without it)
+from model_helpers import lengths_seen, logits
 from qwen3_helpers import (
     ATOL,
     ATOL_BATCH,
     batch,
     generate,
-    lengths_seen,
-    logits,
+    image,
     pinned_fastv_recompute,
-    recording,
     recompute,
+    recording,
+    singles,
+    video,
 )
 
 import vistoken as vt
@@ -39,21 +41,11 @@ def models():
     return get
 
 
-def video(model, seed=0, grid=(4, 8, 8), text=6):
-    """4 timestamped blocks of 16 tokens (a (4, 8, 8) patch grid)."""
-    return testing.qwen3_vl_inputs(model, [grid], seed=seed, text=text)
-
-
-def singles(model):
-    """Two samples with different token counts and lengths."""
-    return [video(model, 0), video(model, 1, grid=(2, 8, 4), text=9)]
-
-
 @pytest.mark.parametrize("kind", ["video", "image"])
 @pytest.mark.parametrize("name", list(BUILD))
 def test_retention_one_gives_identical_logits(models, name, kind):
     model = models(name)
-    x = video(model) if kind == "video" else testing.qwen3_vl_inputs(model, [(1, 8, 8)], kind="image")
+    x = video(model) if kind == "video" else image(model)
     ref = logits(model, x)
     for method in [*PRE_LLM, "fastv"]:
         with vt.apply(model, method, retention=1.0) as h:

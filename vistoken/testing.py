@@ -612,8 +612,9 @@ def tiny_qwen3_processor() -> Any:
     """The real ``Qwen3VLProcessor`` (the processor of Qwen3-VL and of Qwen3.5) sized for
     ``tiny_qwen3_vl``/``tiny_qwen3_5``, built offline: ``Qwen2VLImageProcessor`` and
     ``Qwen3VLVideoProcessor`` with 4px patches, 2x2 merge, temporal patch 2, at most 32x32
-    pixels per image or frame (of up to 8 frames), and the character-level ``tiny_tokenizer`` with Qwen's
-    placeholder, vision start / end tokens at the tiny models' ids. The chat template
+    pixels per image or frame (of up to 8 frames), and the character-level
+    ``tiny_tokenizer`` with Qwen's placeholder, vision start / end tokens at the tiny
+    models' ids. The chat template
     writes ``<|vision_start|><|image_pad|><|vision_end|>`` for an image and
     ``<|video_pad|>`` for a video (the processor expands it into one timestamped block per
     temporal patch)."""

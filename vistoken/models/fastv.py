@@ -348,9 +348,7 @@ class FastV:
         self._memo[key] = (source, value)
         return value
 
-    def _prune_prefill(
-        self, args: tuple, kwargs: dict, linear: bool = False
-    ) -> tuple[tuple, dict]:
+    def _prune_prefill(self, args: tuple, kwargs: dict, linear: bool = False) -> tuple[tuple, dict]:
         """Slice hidden states, rotary embeddings, position ids and the mask of a prefill.
 
         linear: a linear-attention layer, whose mask is the 2-D padding mask (or None):

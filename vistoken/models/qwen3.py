@@ -49,7 +49,7 @@ from torch import Tensor
 from ..core import Compressed
 from . import _hf
 from .base import Shortened, Unit
-from .families import QwenVLFamily, _runs
+from .families import QwenVLFamily
 
 
 @dataclass
@@ -67,56 +67,16 @@ class Qwen3VLFamily(QwenVLFamily):
     class_names = ("Qwen3VLForConditionalGeneration", "Qwen3VLMoeForConditionalGeneration")
     strip_keys = ("image_grid_thw", "video_grid_thw")
 
-    def units(
-        self, inner: Any, kwargs: dict[str, Any], input_ids: Tensor, embeds: Tensor
-    ) -> list[Unit]:
-        cfg = inner.config
-        m = cfg.vision_config.spatial_merge_size
-        mm = dict(kwargs.get("mm_encoder_outputs") or {})
-        units: list[Unit] = []
-        for kind, pix_key, grid_key, token_id, get in (
-            ("image", "pixel_values", "image_grid_thw", cfg.image_token_id, inner.get_image_features),
-            (
-                "video",
-                "pixel_values_videos",
-                "video_grid_thw",
-                cfg.video_token_id,
-                inner.get_video_features,
-            ),
-        ):
-            grids = kwargs.get(grid_key)
-            if mm.get(kind) is None and kwargs.get(pix_key) is not None:
-                if grids is None:
-                    raise ValueError(f"{grid_key} is needed with {pix_key}")
-                mm[kind] = get(kwargs[pix_key], grids, return_dict=True)
-            if mm.get(kind) is None:
-                continue
-            feats, levels = _hf.vision_features(mm[kind])
-            runs = _runs(input_ids, token_id, [f.shape[0] for f in feats], f"{kind}s")
-            if grids is not None:
-                llm_grids = [(t, h // m, w // m) for t, h, w in grids.tolist()]
-            else:  # generate() encoded the pixels and dropped the grids
-                llm_grids = [self._grid_from_positions(kwargs, r) for r in runs]
-            for i, (f, (rows, cols), (t, h, w)) in enumerate(
-                zip(feats, runs, llm_grids, strict=True)
-            ):
-                if t * h * w != f.shape[0]:
-                    raise ValueError(
-                        f"{kind} {i}: {f.shape[0]} features do not fill its grid {t}x{h}x{w}"
-                    )
-                f = f.to(embeds.dtype)
-                row = int(rows[0])
-                embeds[row, cols] = f
-                units.append(
-                    DeepStackUnit(
-                        row,
-                        cols,
-                        f.reshape(t, h * w, f.shape[-1]),
-                        (h, w),
-                        deepstack=[level[i] for level in levels],
-                    )
-                )
-        return units
+    def _item_features(
+        self, out: Any, grids: Tensor | None, m: int, missing: str
+    ) -> tuple[list[Tensor], list[list[Tensor]]]:
+        """Per-item features and DeepStack levels (split per item by the model itself)."""
+        return _hf.vision_features(out)
+
+    def _unit(
+        self, row: int, cols: Tensor, tokens: Tensor, grid: tuple[int, int], levels: list[Tensor]
+    ) -> Unit:
+        return DeepStackUnit(row, cols, tokens, grid, deepstack=levels)
 
     @staticmethod
     def _grid_from_positions(kwargs: dict[str, Any], run: Tensor) -> tuple[int, int, int]:
