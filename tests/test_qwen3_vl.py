@@ -23,6 +23,7 @@ from qwen3_helpers import (
 
 import vistoken as vt
 from vistoken import testing
+from vistoken.models import supported_models
 from vistoken.models.qwen3 import Qwen3VLFamily
 
 BUILD = {"qwen3-vl": testing.tiny_qwen3_vl, "qwen3-vl-moe": testing.tiny_qwen3_vl_moe}
@@ -286,9 +287,6 @@ def test_real_processor_outputs_pass_unchanged(models, processed, kind):
 def test_unsupported_model_names_every_supported_class():
     with pytest.raises(TypeError) as err:
         vt.apply(torch.nn.Linear(2, 2), "tome", retention=0.5)
-    names = vt.supported_models() if hasattr(vt, "supported_models") else None
-    from vistoken.models import supported_models
-
     names = supported_models()
     for cls in (
         "Qwen3VLForConditionalGeneration",
@@ -304,3 +302,40 @@ def test_unsupported_model_names_every_supported_class():
 def test_visionzip_is_refused_with_the_supported_family(models):
     with pytest.raises(TypeError, match="LlavaOnevision"):
         vt.apply(models(), "visionzip", retention=0.5)
+
+
+def test_text_only_prompts_pass_through(models):
+    model = models()
+    x = video(model)
+    text = {k: x[k] for k in ("input_ids", "attention_mask", "mm_token_type_ids")}
+    text["input_ids"] = text["input_ids"].clamp(max=testing.IMAGE_ID - 1)
+    text["mm_token_type_ids"] = torch.zeros_like(text["mm_token_type_ids"])
+    ref = logits(model, text)
+    with vt.apply(model, "tome", retention=0.3):
+        assert torch.equal(logits(model, text), ref)
+
+
+BEAMS = dict(
+    max_new_tokens=3,
+    min_new_tokens=3,
+    num_beams=2,
+    num_return_sequences=2,
+    length_penalty=0.0,
+    do_sample=False,
+    output_scores=True,
+    return_dict_in_generate=True,
+    pad_token_id=testing.PAD_ID,
+)
+
+
+def test_beam_search_scores_equal_a_full_recompute(models):
+    """Beams expand the prompt (and its DeepStack features) before the prefill."""
+    model = models()
+    x = video(model)
+    with vt.apply(model, "tome", retention=0.3), recording(model) as calls, torch.no_grad():
+        out = model.generate(**x, **BEAMS)
+    prefill = calls[0]
+    assert prefill["embeds"].shape[0] == 2 and len(prefill["deepstack"]) == 2
+    logp = recompute(model, prefill, out.sequences, 3).log_softmax(-1)
+    want = logp.gather(-1, out.sequences[:, -3:, None])[..., 0].sum(dim=1)
+    torch.testing.assert_close(out.sequences_scores, want, atol=1e-4, rtol=0)
