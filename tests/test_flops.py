@@ -241,3 +241,69 @@ def test_cli_rejects_bad_input_with_exit_2(capsys, argv, message):
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("vistoken: error: "), err
     assert message in lines[0]
+
+
+def test_qwen3_vl_8b_preset_is_its_published_config():
+    llm = resolve("qwen3-vl-8b").llm
+    shape = (llm.hidden_size, llm.intermediate_size, llm.num_hidden_layers)
+    assert shape == (4096, 12288, 36)
+    assert (llm.num_attention_heads, llm.num_key_value_heads, llm.head_dim) == (32, 8, 128)
+    assert llm.layer_types == () and resolve("qwen3-vl-8b").tokens_per_frame == 98
+
+
+def _qwen3_5_tiny():
+    from transformers import Qwen3_5TextConfig
+
+    return Qwen3_5TextConfig(
+        hidden_size=8,
+        intermediate_size=16,
+        num_hidden_layers=4,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=4,
+        vocab_size=10,
+        linear_num_key_heads=1,
+        linear_num_value_heads=2,
+        linear_key_head_dim=2,
+        linear_value_head_dim=3,
+    )
+
+
+def test_hybrid_linear_attention_layers_by_hand():
+    """Qwen3.5's default layout: 3 Gated DeltaNet layers, then one full-attention layer.
+    n = 3 + ceil(0.5 * 10) = 8, d = 8, m = 16; linear: Hk*dk = 2, Hv*dv = 6, Hv = 2."""
+    cfg = _qwen3_5_tiny()
+    assert list(cfg.layer_types) == ["linear_attention"] * 3 + ["full_attention"]
+    n, d, m = 8, 8, 16
+    linear = n * d * (2 * 2 + 6) + 2 * n * d * 6 + 2 * n * d * 2 + 3 * n * 2 * 2 * 3
+    full_fastv = 4 * n * d * d + 2 * n * n * d + 2 * n * d * m
+    assert prefill_flops(cfg, 10, 3, 0.5) == 3 * (linear + 2 * n * d * m) + full_fastv
+    # exact: gated q (3 * n*d*H*h), k/v, causal pairs, gated MLP; lm_head once
+    full_exact = 3 * n * d * 8 + 2 * n * d * 4 + 2 * (n * (n + 1) // 2) * 8 + 3 * n * d * m
+    want = 3 * (linear + 3 * n * d * m) + full_exact + d * 10
+    assert prefill_flops(cfg, 10, 3, 0.5, "exact") == want
+
+
+def test_linear_attention_layers_cost_grows_linearly():
+    """Doubling the tokens doubles a linear-attention layer's cost (no n^2 term)."""
+    from vistoken.flops import LLM, LinearAttention
+
+    hybrid = LLM("h", 8, 16, 1, 2, 1, 4, 10, ("linear_attention",), LinearAttention(1, 2, 2, 3))
+    one, two = (prefill_flops(hybrid, v, 0, formula="exact") - 80 for v in (10, 20))
+    assert two == 2 * one
+
+
+def test_qwen3_5_27b_preset_and_fastv_layer():
+    llm = resolve("qwen3.5-27b").llm
+    kinds = llm.kinds()
+    assert len(kinds) == 64 and kinds.count("full_attention") == 16 and kinds[3] == "full_attention"
+    assert (llm.hidden_size, llm.num_hidden_layers, llm.head_dim) == (5120, 64, 256)
+    assert llm.linear.num_value_heads == 48 and llm.gated_attention
+    full = prefill_flops("qwen3.5-27b", 32 * 98, 100)
+    pre = prefill_flops("qwen3.5-27b", 32 * 98, 100, 0.1)
+    fastv = prefill_flops("qwen3.5-27b", 32 * 98, 100, 0.1, method="fastv", layer=4)
+    assert pre < fastv < full
+    with pytest.raises(ValueError, match="layer_types"):
+        from vistoken.flops import LLM
+
+        LLM("bad", 8, 16, 2, 2, 1, 4, 10, ("full_attention",))

@@ -27,7 +27,7 @@ matrix and the causal mask.
 ``formula="exact"`` -- what a grouped-query, gated-MLP decoder layer computes, per layer,
 with H heads, G key/value heads, head size h (``head_dim``, default d/H)::
 
-    q, o projections     2 * n*d*(H*h)
+    q, o projections     2 * n*d*(H*h)              (3 *: a gated q_proj, Qwen3.5)
     k, v projections     2 * n*d*(G*h)
     scores, weighted sum 2 * (n*(n+1)/2) * H*h     causal: query i meets i keys
     gated MLP            3 * n*d*m                  gate, up, down
@@ -40,6 +40,22 @@ kernels (FlashAttention, SDPA) skip the masked half; fastv counts the full squar
 does not reduce them): per frame ``L_v * (4*p*e^2 + 2*p^2*e + 2*p*e*f)`` for p patches of
 width e and MLP width f (bidirectional attention: the full square, and a two-matrix MLP,
 so both formulas agree there), plus the projector's linear layers on its tokens.
+
+Hybrid LLMs (Qwen3.5: Gated DeltaNet linear-attention layers between full-attention
+ones, ``LLM.layer_types``): a linear-attention layer has no n x n term. Under both formulas
+it counts its own projections and its recurrence, with the MLP of the formula (two matrices
+for "fastv", three for "exact")::
+
+    q, k, v projection   n*d*(2*Hk*dk + Hv*dv)      Hk key heads of dk, Hv value heads of dv
+    output gate z, out   2 * n*d*(Hv*dv)
+    a, b (decay, beta)   2 * n*d*Hv
+    recurrence           3 * n*Hv*dk*dv             per token and value head: S^T k, the
+                                                    rank-1 state update, q^T S
+    MLP                  2 (fastv) or 3 (exact) * n*d*m
+
+The depthwise causal convolution (kernel 4) and the gating are O(n*d) and left out like the
+norms. FastV's K counts decoder layers of any kind; ``vt.apply`` may move it to follow a
+full-attention layer (``handle.stats["layer"]``): pass that layer here.
 
 Check against the published figures (REFERENCE.md section 4): LLaVA-OneVision-7B, 32 x 196
 = 6272 visual + 100 text tokens, formula "fastv": 41.54 / 3.92 / 2.20 TFLOPs at retention
@@ -55,6 +71,7 @@ __all__ = [
     "FORMULAS",
     "PRESETS",
     "LLM",
+    "LinearAttention",
     "Preset",
     "VisionTower",
     "check_method",
@@ -68,8 +85,23 @@ FORMULAS = ("fastv", "exact")
 
 
 @dataclass(frozen=True)
+class LinearAttention:
+    """A Gated DeltaNet token mixer (Qwen3.5's linear-attention layers)."""
+
+    num_key_heads: int  # Hk
+    num_value_heads: int  # Hv
+    key_head_dim: int  # dk
+    value_head_dim: int  # dv
+
+
+@dataclass(frozen=True)
 class LLM:
-    """The shape of a decoder-only language model, as its transformers config gives it."""
+    """The shape of a decoder-only language model, as its transformers config gives it.
+
+    layer_types: each layer's kind ("full_attention", "linear_attention"), empty when
+    every layer is full attention; linear: the linear-attention layers' shape;
+    gated_attention: the query projection is twice as wide ("exact" formula only).
+    """
 
     name: str
     hidden_size: int  # d
@@ -79,10 +111,36 @@ class LLM:
     num_key_value_heads: int
     head_dim: int
     vocab_size: int
+    layer_types: tuple[str, ...] = ()
+    linear: LinearAttention | None = None
+    gated_attention: bool = False  # q_proj also gives a per-head output gate (Qwen3.5)
+
+    def __post_init__(self) -> None:
+        if self.layer_types:
+            if len(self.layer_types) != self.num_hidden_layers:
+                raise ValueError(
+                    f"{self.name}: {len(self.layer_types)} layer_types for "
+                    f"{self.num_hidden_layers} layers"
+                )
+            unknown = set(self.layer_types) - {"full_attention", LINEAR}
+            if unknown:
+                raise ValueError(
+                    f"{self.name}: unknown layer types {sorted(unknown)}; the cost model knows "
+                    f"'full_attention' and '{LINEAR}'"
+                )
+            if LINEAR in self.layer_types and self.linear is None:
+                raise ValueError(f"{self.name}: linear-attention layers need linear=")
 
     @property
     def kv_dim(self) -> int:
         return self.num_key_value_heads * self.head_dim
+
+    def kinds(self) -> tuple[str, ...]:
+        """Each layer's kind ("full_attention" for all when ``layer_types`` is empty)."""
+        return self.layer_types or ("full_attention",) * self.num_hidden_layers
+
+
+LINEAR = "linear_attention"
 
 
 @dataclass(frozen=True)
@@ -149,6 +207,32 @@ _INTERNVIT_300M = VisionTower(
     "InternViT-300M-448px", 24, 1024, 4096, 1025, 256, ((4096, 4096), (4096, 4096))
 )
 
+# Qwen3-VL-8B-Instruct: huggingface.co/Qwen/Qwen3-VL-8B-Instruct/blob/main/config.json,
+# text_config: hidden_size 4096, intermediate_size 12288, num_hidden_layers 36,
+# num_attention_heads 32, num_key_value_heads 8, head_dim 128, vocab_size 151936 (its
+# vision tower, 27 blocks of width 1152 with 16 px patches and 2x2 merge plus DeepStack
+# mergers, attends across a whole temporal patch and is not modelled).
+_QWEN3_VL_8B = LLM("Qwen3-VL-8B", 4096, 12288, 36, 32, 8, 128, 151936)
+# Qwen3.5-27B: huggingface.co/Qwen/Qwen3.5-27B/blob/main/config.json, text_config:
+# hidden_size 5120, intermediate_size 17408, num_hidden_layers 64, full_attention_interval
+# 4 (layers 3, 7, ..., 63 full attention: 16 of 64), num_attention_heads 24 (gated),
+# num_key_value_heads 4, head_dim 256, linear_num_key_heads 16, linear_num_value_heads 48,
+# linear_key_head_dim 128, linear_value_head_dim 128, vocab_size 248320; attn_output_gate
+# true (q_proj also gives an output gate as wide as the queries).
+_QWEN3_5_27B = LLM(
+    "Qwen3.5-27B",
+    5120,
+    17408,
+    64,
+    24,
+    4,
+    256,
+    248320,
+    layer_types=tuple(LINEAR if (i + 1) % 4 else "full_attention" for i in range(64)),
+    linear=LinearAttention(16, 48, 128, 128),
+    gated_attention=True,
+)
+
 PRESETS: dict[str, Preset] = {
     "llava-onevision-7b": Preset(
         "llava-onevision-7b",
@@ -192,6 +276,21 @@ PRESETS: dict[str, Preset] = {
         256,
         "one 448x448 tile per frame: 1024 InternViT patches, pixel shuffle 0.5 -> 256",
         _INTERNVIT_300M,
+    ),
+    "qwen3-vl-8b": Preset(
+        "qwen3-vl-8b",
+        _QWEN3_VL_8B,
+        98,
+        "448x448 frames: 28x28 patches of 16 px, 2 frames per temporal patch, 2x2 merge -> "
+        "196 tokens per 2 frames (plus a few timestamp tokens per 2 frames, count them as "
+        "text); the processor resizes dynamically, so set it for others",
+    ),
+    "qwen3.5-27b": Preset(
+        "qwen3.5-27b",
+        _QWEN3_5_27B,
+        98,
+        "Qwen3-VL's vision layout: 448x448 frames, 16 px patches, 2 frames per temporal "
+        "patch, 2x2 merge -> 196 tokens per 2 frames; set it for other sizes",
     ),
 }
 
@@ -240,15 +339,29 @@ def _llm_from_config(cfg: Any, what: str) -> LLM:
 
     d = get("hidden_size")
     heads = get("num_attention_heads")
+    layers = get("num_hidden_layers")
+    kinds = tuple(str(k) for k in (getattr(cfg, "layer_types", None) or ()))
+    linear = None
+    if LINEAR in kinds:
+        linear = LinearAttention(
+            get("linear_num_key_heads"),
+            get("linear_num_value_heads"),
+            get("linear_key_head_dim"),
+            get("linear_value_head_dim"),
+        )
     return LLM(
         name=getattr(cfg, "model_type", None) or type(cfg).__name__,
         hidden_size=d,
         intermediate_size=get("intermediate_size"),
-        num_hidden_layers=get("num_hidden_layers"),
+        num_hidden_layers=layers,
         num_attention_heads=heads,
         num_key_value_heads=get("num_key_value_heads", heads),
         head_dim=get("head_dim", d // heads),
         vocab_size=get("vocab_size", 1),
+        layer_types=kinds if LINEAR in kinds else (),
+        linear=linear,
+        gated_attention=bool(getattr(cfg, "attn_output_gate", False))
+        or "qwen3_5" in str(getattr(cfg, "model_type", "")),
     )
 
 
@@ -273,13 +386,21 @@ def _count(value: Any, name: str) -> int:
     return value
 
 
-def _layer_flops(llm: LLM, n: int, formula: str) -> int:
-    """Matmul FLOPs (multiply-adds) of one decoder layer on ``n`` tokens."""
+def _layer_flops(llm: LLM, n: int, formula: str, kind: str = "full_attention") -> int:
+    """Matmul FLOPs (multiply-adds) of one decoder layer of ``kind`` on ``n`` tokens."""
     d, m = llm.hidden_size, llm.intermediate_size
+    if kind == LINEAR:
+        la = llm.linear
+        assert la is not None
+        kd, vd = la.num_key_heads * la.key_head_dim, la.num_value_heads * la.value_head_dim
+        mixer = n * d * (2 * kd + vd) + 2 * n * d * vd + 2 * n * d * la.num_value_heads
+        recurrence = 3 * n * la.num_value_heads * la.key_head_dim * la.value_head_dim
+        mlp = (2 if formula == "fastv" else 3) * n * d * m
+        return mixer + recurrence + mlp
     if formula == "fastv":
         return 4 * n * d * d + 2 * n * n * d + 2 * n * d * m
     attn = llm.num_attention_heads * llm.head_dim
-    proj = 2 * n * d * attn + 2 * n * d * llm.kv_dim
+    proj = (3 if llm.gated_attention else 2) * n * d * attn + 2 * n * d * llm.kv_dim
     pairs = n * (n + 1) // 2  # causal: query i attends to keys 0..i
     return proj + 2 * pairs * attn + 3 * n * d * m
 
@@ -349,8 +470,9 @@ def prefill_flops(
             raise ValueError(
                 f"layer must be an integer in [0, {layers}] (the LLM's layer count), got {k!r}"
             )
-        total = k * _layer_flops(llm, full, formula) + (layers - k) * _layer_flops(
-            llm, kept, formula
+        total = sum(
+            _layer_flops(llm, full if i < k else kept, formula, kind)
+            for i, kind in enumerate(llm.kinds())
         )
     else:
         check_method(method)
@@ -359,7 +481,7 @@ def prefill_flops(
                 f"layer is FastV's pruning layer: give it with method='fastv', "
                 f"not method={method!r}"
             )
-        total = layers * _layer_flops(llm, kept, formula)
+        total = sum(_layer_flops(llm, kept, formula, kind) for kind in llm.kinds())
     if formula == "exact" and full > 0:
         total += llm.hidden_size * llm.vocab_size  # lm_head, last token only
 

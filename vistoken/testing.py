@@ -456,3 +456,182 @@ def tiny_processor(family: str) -> Any:
         image_seq_length=int((32 // 4) ** 2 * 0.5**2),
         chat_template=template,
     )
+
+
+# -- Qwen3-VL and Qwen3.5 -------------------------------------------------------------------
+
+
+def _qwen3_vision(**over: Any) -> dict[str, Any]:
+    """A Qwen3-VL/Qwen3.5 vision tower: 2 blocks of width 32, 4px patches, 2x2 merge,
+    temporal patch 2, an 8x8 learned position grid, output width 64."""
+    cfg = {
+        "depth": 2,
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_heads": 2,
+        "patch_size": 4,
+        "spatial_merge_size": 2,
+        "temporal_patch_size": 2,
+        "out_hidden_size": 64,
+        "num_position_embeddings": 64,
+    }
+    cfg.update(over)
+    return cfg
+
+
+def _qwen3_ids() -> dict[str, int]:
+    return {
+        "image_token_id": IMAGE_ID,
+        "video_token_id": VIDEO_ID,
+        "vision_start_token_id": 252,
+        "vision_end_token_id": 253,
+    }
+
+
+def tiny_qwen3_vl(seed: int = 0, attn: str = "sdpa", **text: Any) -> Any:
+    """Qwen3VLForConditionalGeneration: the tiny Qwen3-VL vision tower with DeepStack
+    levels from both of its blocks (added after LLM layers 0 and 1), and a 4-layer Qwen3
+    LLM of width 64 (head_dim 16) with interleaved M-RoPE."""
+    from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
+
+    config = Qwen3VLConfig(
+        vision_config=_qwen3_vision(deepstack_visual_indexes=[0, 1]),
+        text_config=_qwen3_text(**text),
+        **_qwen3_ids(),
+    )
+    return _build(Qwen3VLForConditionalGeneration, config, seed, attn)
+
+
+def _qwen3_text(**over: Any) -> dict[str, Any]:
+    rope = {"rope_type": "default", "mrope_section": [2, 3, 3], "mrope_interleaved": True}
+    return _text(num_hidden_layers=4, head_dim=16, rope_parameters=rope, **over)
+
+
+def tiny_qwen3_vl_moe(seed: int = 0, attn: str = "sdpa", **text: Any) -> Any:
+    """Qwen3VLMoeForConditionalGeneration: ``tiny_qwen3_vl`` with 4 experts of width 32
+    (2 per token) in every LLM layer."""
+    from transformers import Qwen3VLMoeConfig, Qwen3VLMoeForConditionalGeneration
+
+    moe = {"num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 32}
+    config = Qwen3VLMoeConfig(
+        vision_config=_qwen3_vision(deepstack_visual_indexes=[0, 1]),
+        text_config=_qwen3_text(**{**moe, **text}),
+        **_qwen3_ids(),
+    )
+    return _build(Qwen3VLMoeForConditionalGeneration, config, seed, attn)
+
+
+#: the tiny Qwen3.5 LLM's layers: Gated DeltaNet ("linear_attention") and full attention
+QWEN3_5_LAYERS = (
+    "linear_attention",
+    "full_attention",
+    "linear_attention",
+    "full_attention",
+    "linear_attention",
+    "linear_attention",
+)
+
+
+def tiny_qwen3_5(seed: int = 0, attn: str = "sdpa", **text: Any) -> Any:
+    """Qwen3_5ForConditionalGeneration: the tiny Qwen3-VL vision tower (no DeepStack) and
+    a 6-layer hybrid LLM of width 64, ``QWEN3_5_LAYERS`` (full attention at 1 and 3),
+    gated attention of head_dim 32 with partial rotary (a quarter, interleaved M-RoPE),
+    Gated DeltaNet of 2 key / 4 value heads of 8 channels."""
+    from transformers import Qwen3_5Config, Qwen3_5ForConditionalGeneration
+
+    rope = {"rope_type": "default", "mrope_section": [2, 1, 1], "mrope_interleaved": True}
+    hybrid = {
+        "num_hidden_layers": len(QWEN3_5_LAYERS),
+        "layer_types": list(QWEN3_5_LAYERS),
+        "head_dim": 32,
+        "rope_parameters": rope,
+        "partial_rotary_factor": 0.25,
+        "linear_key_head_dim": 8,
+        "linear_value_head_dim": 8,
+        "linear_num_key_heads": 2,
+        "linear_num_value_heads": 4,
+    }
+    config = Qwen3_5Config(
+        vision_config=_qwen3_vision(),
+        text_config=_text(**{**hybrid, **text}),
+        **_qwen3_ids(),
+    )
+    return _build(Qwen3_5ForConditionalGeneration, config, seed, attn)
+
+
+def qwen3_vl_inputs(
+    model: Any,
+    items: list[tuple[int, int, int]],
+    text: int = 6,
+    seed: int = 0,
+    prompt_first: int = 3,
+    kind: str = "video",
+    stamp: int = 3,
+) -> dict[str, Tensor]:
+    """Inputs for ``tiny_qwen3_vl``/``tiny_qwen3_vl_moe``/``tiny_qwen3_5``: one video (or
+    image, ``kind="image"``, t = 1) per sample with patch grid (t, h, w) (t temporal
+    patches of two frames; h, w multiples of the merge size), laid out as the Qwen3-VL
+    processor does: a video is one ``<vision_start> <video_pad>*(h*w/4) <vision_end>``
+    block per temporal patch, each after ``stamp`` text tokens standing for its timestamp
+    ("<0.5 seconds>"); an image is one block."""
+    gen = torch.Generator().manual_seed(seed)
+    vc = model.config.vision_config
+    patch_dim = vc.in_channels * vc.temporal_patch_size * vc.patch_size**2
+    m2 = vc.spatial_merge_size**2
+    video = kind == "video"
+    token, type_id = (VIDEO_ID, 2) if video else (IMAGE_ID, 1)
+    rows, types, pixels = [], [], []
+    for t, h, w in items:
+        blocks = t if video else 1
+        per = h * w // m2
+        pixels.append(torch.randn(t * h * w, patch_dim, generator=gen))
+        ids = [_text_ids(prompt_first, gen)]
+        tt = [torch.zeros(prompt_first, dtype=torch.long)]
+        for _ in range(blocks):
+            lead = stamp if video else 0
+            ids += [_text_ids(lead, gen), torch.tensor([252]), torch.full((per,), token)]
+            ids.append(torch.tensor([253]))
+            tt += [torch.zeros(lead + 1, dtype=torch.long), torch.full((per,), type_id)]
+            tt.append(torch.zeros(1, dtype=torch.long))
+        ids.append(_text_ids(text, gen))
+        tt.append(torch.zeros(text, dtype=torch.long))
+        rows.append(torch.cat(ids))
+        types.append(torch.cat(tt))
+    ids, mask = _pad_left(rows)
+    mm_types, _ = _pad_left(types, pad=0)
+    grid = torch.tensor(items, dtype=torch.long)
+    out = {"input_ids": ids, "attention_mask": mask, "mm_token_type_ids": mm_types}
+    if video:
+        out |= {"pixel_values_videos": torch.cat(pixels), "video_grid_thw": grid}
+    else:
+        out |= {"pixel_values": torch.cat(pixels), "image_grid_thw": grid}
+    return out
+
+
+def tiny_qwen3_processor() -> Any:
+    """The real ``Qwen3VLProcessor`` (the processor of Qwen3-VL and of Qwen3.5) sized for
+    ``tiny_qwen3_vl``/``tiny_qwen3_5``, built offline: ``Qwen2VLImageProcessor`` and
+    ``Qwen3VLVideoProcessor`` with 4px patches, 2x2 merge, temporal patch 2, at most 32x32
+    pixels per image or frame (of up to 8 frames), and the character-level
+    ``tiny_tokenizer`` with Qwen's placeholder, vision start / end tokens at the tiny
+    models' ids. The chat template
+    writes ``<|vision_start|><|image_pad|><|vision_end|>`` for an image and
+    ``<|video_pad|>`` for a video (the processor expands it into one timestamped block per
+    temporal patch)."""
+    from transformers import Qwen2VLImageProcessor, Qwen3VLProcessor, Qwen3VLVideoProcessor
+
+    tokenizer = tiny_tokenizer(_SPECIAL_IDS["qwen2-vl"], _NAMED_TOKENS["qwen2-vl"])
+    template = _CHAT_TEMPLATE.replace("IMAGE", _PLACEHOLDERS["qwen2-vl"][0])
+    template = template.replace("VIDEO", "<|video_pad|>")
+    sizes = {"patch_size": 4, "merge_size": 2, "temporal_patch_size": 2}
+    image = {"shortest_edge": 16 * 16, "longest_edge": 32 * 32}
+    # a video's budget is over all its frames: 32x32 pixels for each of up to 8 frames
+    video = {"shortest_edge": 16 * 16, "longest_edge": 8 * 32 * 32}
+    return Qwen3VLProcessor(
+        image_processor=Qwen2VLImageProcessor(**sizes, size=image),
+        video_processor=Qwen3VLVideoProcessor(
+            **sizes, size=video, do_sample_frames=False, cap_pixels_per_frame=False
+        ),
+        tokenizer=tokenizer,
+        chat_template=template,
+    )

@@ -37,6 +37,20 @@ on every CI run by the model tests at both ends of the tested range, ``TESTED``)
    against the logits it returns; vt.apply refuses ``labels`` (their columns would not
    follow the shortened sequence).
 
+13. Qwen3-VL / Qwen3.5 vision outputs (``get_image_features``/``get_video_features``,
+    and ``mm_encoder_outputs`` from ``generate()``) carry ``pooler_output`` as one tensor
+    per image or video (a tuple) and, for Qwen3-VL, ``deepstack_features``: one such tuple
+    per DeepStack level; the text model takes ``visual_pos_masks`` (B, L) and
+    ``deepstack_visual_embeds`` (a list of (visual tokens, D), row-major over the mask) and
+    adds level j after decoder layer j. ``vision_config.deepstack_visual_indexes`` lists
+    the levels.
+14. Hybrid LLMs (Qwen3.5) name each decoder layer's kind in ``text_config.layer_types``
+    ("full_attention", "linear_attention"); a linear-attention layer has no ``self_attn``,
+    receives a 2-D padding mask (or None) and keeps recurrent state in the cache, whose
+    ``get_seq_length(i)`` raises for such a layer ``i`` (``get_seq_length()`` reads the
+    first full-attention layer). A gated attention's ``q_proj`` gives per head the query
+    and then its output gate (2 * head_dim).
+
 Family-specific layouts (where visual features sit, M-RoPE, ``rope_deltas``,
 ``mm_token_type_ids``, vision-tower grids) live in ``families.py``.
 """
@@ -317,3 +331,53 @@ def vision_patch_size(config: Any) -> tuple[int, int] | None:
     """(height, width) of a vision config's patches, or None (assumption 10)."""
     patch = getattr(config, "patch_size", None)
     return None if patch is None else _pair(patch)
+
+
+# -- Qwen3-VL / Qwen3.5 (assumptions 13, 14) ---------------------------------------------------
+
+
+def vision_features(out: Any) -> tuple[list[Tensor], list[list[Tensor]]]:
+    """(per-item features, per-level per-item DeepStack features) of a Qwen3-VL/Qwen3.5
+    vision output (assumption 13). Items: images or videos, each (tokens, D); the level
+    list is empty when the model has no DeepStack."""
+    feats = out.pooler_output if hasattr(out, "pooler_output") else out
+    if isinstance(feats, Tensor):
+        feats = [feats]
+    levels = getattr(out, "deepstack_features", None) or []
+    levels = [[lv] if isinstance(lv, Tensor) else list(lv) for lv in levels]
+    for lv in levels:
+        if [x.shape[0] for x in lv] != [f.shape[0] for f in feats]:
+            raise ValueError(
+                "the DeepStack features do not follow the visual features item by item "
+                f"({[x.shape[0] for x in lv]} vs {[f.shape[0] for f in feats]} tokens)"
+            )
+    return list(feats), levels
+
+
+def deepstack_layers(config: Any) -> list[int]:
+    """The vision layers whose DeepStack features a Qwen3-VL config adds to the LLM (one
+    level each, added after LLM layer 0, 1, ...); empty without DeepStack."""
+    vision = getattr(config, "vision_config", None)
+    return list(getattr(vision, "deepstack_visual_indexes", None) or [])
+
+
+LINEAR_ATTENTION = "linear_attention"
+
+
+def layer_kinds(text_config: Any, n_layers: int) -> list[str]:
+    """Each decoder layer's kind (assumption 14): "full_attention" for every layer of a
+    model that does not say, else ``text_config.layer_types``."""
+    kinds = getattr(text_config, "layer_types", None)
+    if kinds is None:
+        return ["full_attention"] * n_layers
+    return [str(k) for k in list(kinds)[:n_layers]]
+
+
+def attention_query(attn: Any, x: Tensor, heads: int, head_dim: int) -> Tensor:
+    """(B, L, heads, head_dim) queries of attention ``attn`` for its normed input ``x``,
+    before any q_norm; a gated attention's output gate is split off (assumption 14)."""
+    q = attn.q_proj(x)
+    b, length = x.shape[:2]
+    if q.shape[-1] == 2 * heads * head_dim:
+        return q.view(b, length, heads, 2 * head_dim)[..., :head_dim]
+    return q.view(b, length, heads, head_dim)

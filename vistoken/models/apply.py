@@ -83,6 +83,8 @@ class Handle:
         # DecodeState per KV-cache object, held weakly (a finished generate frees it)
         self._states: weakref.WeakKeyDictionary[Any, DecodeState] = weakref.WeakKeyDictionary()
         self._active = False
+        # language-model arguments of the current prefill (Family.language_extras)
+        self._lm_extras: dict[str, Any] = {}
         self._inner = family.inner(model)
         self._saved = family.save_state(self._inner)
         # the keyword the inner forward takes its KV cache under (transformers renames it)
@@ -123,6 +125,7 @@ class Handle:
     def _pre_hook(self, module: Any, args: tuple, kwargs: dict[str, Any]) -> Any:
         if args:  # called positionally: the first positional argument is input_ids
             kwargs = {"input_ids": args[0], **kwargs}
+        self._lm_extras = {}
         cache = _hf.get_cache(kwargs)
         past = _hf.cached_tokens(cache)
         if self.family.has_visual(kwargs):
@@ -139,6 +142,13 @@ class Handle:
         if state is not None and past > 0:
             return (), decode_kwargs(kwargs, state, past, self.family.shift_positions)
         return (), kwargs
+
+    def _language_pre_hook(self, module: Any, args: tuple, kwargs: dict[str, Any]) -> Any:
+        """Hand the language model what must follow the shortened sequence (DeepStack)."""
+        extras, self._lm_extras = self._lm_extras, {}
+        if not extras:
+            return None
+        return args, {**kwargs, **extras}
 
     def _outer_pre_hook(self, module: Any, args: tuple, kwargs: dict[str, Any]) -> None:
         if kwargs.get("labels") is not None and self.family.has_visual(kwargs):
@@ -167,6 +177,7 @@ class Handle:
             ),
             "compress_seconds": 0.0,
         }
+        self.stats.update(getattr(self._parts[0], "stats", {}))  # e.g. the layers FastV uses
 
     def _sync(self, device: torch.device) -> None:
         """Wait for a CUDA device, only when timing the compressor (``sync_timing``)."""
@@ -210,6 +221,9 @@ class Handle:
         self._sync(embeds.device)
         seconds = time.perf_counter() - t0
         short = shorten(embeds, keep, am)
+        self._lm_extras = self.family.language_extras(
+            module, units, results, short, tuple(ids.shape)
+        )
 
         new = {k: v for k, v in kwargs.items() if k not in self.family.visual_keys}
         for key in self.family.strip_keys:
@@ -245,8 +259,10 @@ def apply(model: Any, method: str, *, retention: float | None = None, **options:
     """Make ``model`` see fewer visual tokens; returns a removable ``Handle``.
 
     model: a transformers ``LlavaOnevisionForConditionalGeneration``,
-    ``Qwen2VLForConditionalGeneration``, ``Qwen2_5_VLForConditionalGeneration`` or
-    ``InternVLForConditionalGeneration`` instance. method: any ``vt.methods()`` name;
+    ``Qwen2VLForConditionalGeneration``, ``Qwen2_5_VLForConditionalGeneration``,
+    ``InternVLForConditionalGeneration``, ``Qwen3VLForConditionalGeneration``,
+    ``Qwen3VLMoeForConditionalGeneration`` or ``Qwen3_5ForConditionalGeneration``
+    instance (``vt.supported_models()``). method: any ``vt.methods()`` name;
     pre-LLM methods compress each video/image after the projector, "fastv" prunes inside
     the LLM at ``layer`` (default 2), "visionzip" uses the vision tower's attention
     (LLaVA-OneVision videos). retention: the share of visual tokens kept (exact count per
@@ -281,11 +297,18 @@ def apply(model: Any, method: str, *, retention: float | None = None, **options:
                 family.language_model(model), retention=retention, **handle._model_options
             )
         )
+        family.configure_llm_part(handle._parts[0], inner)
     elif spec.stage == "vision":
         tower = family.vision_tower(inner)  # TypeError for families without tower statistics
         handle._parts.append(spec.model_part(tower, **handle._model_options))
     handle._hooks.append(inner.register_forward_pre_hook(handle._pre_hook, with_kwargs=True))
     handle._hooks.append(model.register_forward_pre_hook(handle._outer_pre_hook, with_kwargs=True))
+    if family.language_keys:
+        handle._hooks.append(
+            family.language_model(model).register_forward_pre_hook(
+                handle._language_pre_hook, with_kwargs=True
+            )
+        )
     model.__dict__["_vistoken_handle"] = handle
     handle._active = True
     log.debug("applied %r", handle)

@@ -13,6 +13,8 @@ list of compressible ``Unit``s. It never changes the model.
   merger (m = spatial_merge_size), on that grid; positions are M-RoPE (3 rows).
 - InternVL: every image tile in a sample (video frames enter as images) is a frame of N
   tokens after pixel shuffle and the projector, so a sample's frames compress together.
+- Qwen3-VL (dense, MoE) and Qwen3.5: the Qwen2-VL layout with one block per temporal
+  patch, DeepStack features and (Qwen3.5) a hybrid linear-attention LLM; see ``qwen3.py``.
 """
 
 from __future__ import annotations
@@ -120,6 +122,28 @@ class Family:
     def save_state(self, inner: Any) -> Any:
         """What the hooks may change on ``inner`` (restored by ``Handle.remove``)."""
         return None
+
+    # -- what the language model needs besides the sequence -------------------------------
+
+    #: keyword arguments of the language model that ``language_extras`` may fill (the
+    #: inner forward passes them itself, so they go in through a language-model pre-hook)
+    language_keys: tuple[str, ...] = ()
+
+    def language_extras(
+        self,
+        inner: Any,
+        units: list[Unit],
+        results: list[Any],
+        short: Shortened,
+        shape: tuple[int, int],
+    ) -> dict[str, Any]:
+        """Language-model arguments that must follow the shortened sequence (Qwen3-VL's
+        DeepStack features), given each unit's ``Compressed`` result; shape: (B, L) of the
+        uncompressed sequence. None by default."""
+        return {}
+
+    def configure_llm_part(self, part: Any, inner: Any) -> None:
+        """Adapt an in-LLM method's part (FastV) to the family's LLM; nothing by default."""
 
     def restore_state(self, inner: Any, saved: Any) -> None:
         pass
@@ -280,22 +304,43 @@ class QwenVLFamily(Family):
                 mm[kind] = get(kwargs[pix_key], grids, return_dict=True)
             if mm.get(kind) is None:
                 continue
-            feats = _features(mm[kind])
-            if isinstance(feats, Tensor):
-                if grids is None:
-                    raise ValueError(f"{grid_key} is needed with {kind} inputs")
-                feats = torch.split(feats, (grids.prod(-1) // (m * m)).tolist())
+            feats, levels = self._item_features(
+                mm[kind], grids, m, f"{grid_key} is needed with {kind} inputs"
+            )
             runs = _runs(input_ids, token_id, [f.shape[0] for f in feats], f"{kind}s")
             if grids is not None:
                 llm_grids = [(t, h // m, w // m) for t, h, w in grids.tolist()]
             else:  # generate() encoded the pixels and dropped the grids: read them off M-RoPE
                 llm_grids = [self._grid_from_positions(kwargs, r) for r in runs]
-            for f, (rows, cols), (t, h, w) in zip(feats, runs, llm_grids, strict=True):
+            for i, (f, (rows, cols), (t, h, w)) in enumerate(
+                zip(feats, runs, llm_grids, strict=True)
+            ):
+                if t * h * w != f.shape[0]:
+                    raise ValueError(f"{kind} {i}: {f.shape[0]} features for a {t}x{h}x{w} grid")
                 f = f.to(embeds.dtype)
                 row = int(rows[0])
                 embeds[row, cols] = f
-                units.append(Unit(row, cols, f.reshape(t, h * w, f.shape[-1]), (h, w)))
+                tokens = f.reshape(t, h * w, f.shape[-1])
+                units.append(self._unit(row, cols, tokens, (h, w), [lv[i] for lv in levels]))
         return units
+
+    def _item_features(
+        self, out: Any, grids: Tensor | None, m: int, missing: str
+    ) -> tuple[list[Tensor], list[list[Tensor]]]:
+        """(one (tokens, D) tensor per image or video, per-level features that must follow
+        the tokens (none here; Qwen3-VL's DeepStack)) of a vision output."""
+        feats = _features(out)
+        if isinstance(feats, Tensor):
+            if grids is None:
+                raise ValueError(missing)
+            feats = torch.split(feats, (grids.prod(-1) // (m * m)).tolist())
+        return list(feats), []
+
+    def _unit(
+        self, row: int, cols: Tensor, tokens: Tensor, grid: tuple[int, int], levels: list[Tensor]
+    ) -> Unit:
+        """The unit of one image or video (levels: its ``_item_features`` levels)."""
+        return Unit(row, cols, tokens, grid)
 
     @staticmethod
     def _grid_from_positions(kwargs: dict[str, Any], run: Tensor) -> tuple[int, int, int]:
@@ -473,11 +518,16 @@ class PVCFamily(Family):
             units.append(Unit(row, cols, f, grid))
         return units
 
+# Qwen3-VL and Qwen3.5 build on QwenVLFamily in their own module (imported after it; the
+# package always imports this module first)
+from .qwen3 import Qwen3_5Family, Qwen3VLFamily  # noqa: E402
 
 FAMILIES: tuple[Family, ...] = (
     LlavaOnevisionFamily(),
     QwenVLFamily(),
     InternVLFamily(),
+    Qwen3VLFamily(),
+    Qwen3_5Family(),
     PVCFamily(),
 )
 

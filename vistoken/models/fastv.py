@@ -12,6 +12,18 @@ from the layer's own ``q_proj``/``k_proj`` (plus ``q_norm``/``k_norm`` where pre
 rotary ``position_embeddings`` the layer receives and the layer's attention mask; the layer
 itself runs once, untouched.
 
+Hybrid LLMs (Qwen3.5: Gated DeltaNet linear-attention layers between full-attention
+ones, ``text_config.layer_types``): a linear-attention layer has no attention to score
+with, so the scores come from the first full-attention layer at or after ``layer - 1``
+and pruning starts right after it (``FastV.layer``, with the layers actually used in
+``FastV.stats`` and ``handle.stats``); when ``layer - 1`` is itself full attention nothing
+moves. A ValueError names the full-attention layers when none is left. The
+linear-attention layers from ``layer`` on run their recurrence over the kept positions
+only (2-D padding mask gathered like the hidden states, the index's padding zeroed, which
+leaves a left-padded recurrence at its zero start), so their recurrent and convolution
+states after the prefill are those of the shortened sequence and decode steps go on from
+them unchanged.
+
 Everything is done with removable forward hooks on one model instance
 (``register_forward_pre_hook(..., with_kwargs=True)``): no class is patched and no model
 attribute is written. :meth:`FastV.remove` leaves the model exactly as it was.
@@ -91,6 +103,30 @@ class FastV:
                 f"layer - 1, pruning applies from layer on), got {layer}"
             )
         config = text_model.config
+        self.requested_layer = layer
+        kinds = _hf.layer_kinds(config, n_layers)
+        # A hybrid LLM (Qwen3.5): scores need softmax attention, so they come from the first
+        # full-attention layer at or after layer - 1, and pruning starts right after it.
+        score = next(
+            (i for i in range(layer - 1, n_layers - 1) if kinds[i] != _hf.LINEAR_ATTENTION), None
+        )
+        if score is None:
+            full = [i for i, k in enumerate(kinds) if k != _hf.LINEAR_ATTENTION]
+            raise ValueError(
+                f"FastV scores visual tokens at a full-attention layer at or after layer - 1 = "
+                f"{layer - 1} with a layer after it to prune; this model's full-attention "
+                f"layers are {full} of {n_layers} (the others are linear attention): use a "
+                f"layer <= {max(full) if full else 0}, or a pre-LLM method"
+            )
+        layer = score + 1
+        self._linear = {i for i, k in enumerate(kinds) if k == _hf.LINEAR_ATTENTION}
+        #: the layers actually used: ``layer`` (pruned from), ``score_layer`` (scored at)
+        #: and the ``requested_layer`` (``vt.apply`` copies these into ``handle.stats``)
+        self.stats = {
+            "layer": layer,
+            "score_layer": score,
+            "requested_layer": self.requested_layer,
+        }
         self.text_model = text_model
         self.layer = layer
         self.num_heads = int(config.num_attention_heads)
@@ -225,7 +261,9 @@ class FastV:
             if self._index is None:
                 return None
             if self._pruning_now:
-                return self._prune_prefill(args, kwargs)
+                return self._prune_prefill(args, kwargs, linear=i in self._linear)
+            if i in self._linear:  # its recurrent state already follows the kept tokens
+                return None
             if _hf.cached_tokens(_hf.get_cache(kwargs), i) == 0:
                 return None
             return self._fix_decode(i, args, kwargs)
@@ -257,7 +295,7 @@ class FastV:
             x = layer.input_layernorm(hidden)
             at_last = last[:, None, None]
             x_last = x.gather(1, at_last.expand(b, 1, x.shape[-1]))
-            q = attn.q_proj(x_last).view(b, 1, h, d)
+            q = _hf.attention_query(attn, x_last, h, d)
             k = attn.k_proj(x).view(b, length, g, d)
             if getattr(attn, "q_norm", None) is not None:
                 q = attn.q_norm(q)
@@ -266,10 +304,11 @@ class FastV:
             q = q.transpose(1, 2).float()  # (B, H, 1, d)
             k = k.transpose(1, 2).float()  # (B, G, L, d)
             cos_f, sin_f = cos.float().expand(b, -1, -1), sin.float().expand(b, -1, -1)
-            cos_q = cos_f.gather(1, at_last.expand(b, 1, d))[:, None]  # (B, 1, 1, d)
-            sin_q = sin_f.gather(1, at_last.expand(b, 1, d))[:, None]
-            q = q * cos_q + masks.rotate_half(q) * sin_q
-            k = k * cos_f[:, None] + masks.rotate_half(k) * sin_f[:, None]
+            r = cos_f.shape[-1]  # rotary dims: head_dim, or fewer (partial rotary)
+            cos_q = cos_f.gather(1, at_last.expand(b, 1, r))[:, None]  # (B, 1, 1, r)
+            sin_q = sin_f.gather(1, at_last.expand(b, 1, r))[:, None]
+            q = masks.apply_rope(q, cos_q, sin_q)
+            k = masks.apply_rope(k, cos_f[:, None], sin_f[:, None])
             q = q.reshape(b, g, h // g, d)  # head j uses kv head j // (H / G), as repeat_kv
             logits = torch.einsum("bgrd,bgld->bgrl", q, k) * self.scaling  # (B, G, H/G, L)
             if mask is not None and mask.ndim == 4 and mask.dtype != torch.bool:
@@ -309,8 +348,12 @@ class FastV:
         self._memo[key] = (source, value)
         return value
 
-    def _prune_prefill(self, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
-        """Slice hidden states, rotary embeddings, position ids and the mask of a prefill."""
+    def _prune_prefill(self, args: tuple, kwargs: dict, linear: bool = False) -> tuple[tuple, dict]:
+        """Slice hidden states, rotary embeddings, position ids and the mask of a prefill.
+
+        linear: a linear-attention layer, whose mask is the 2-D padding mask (or None):
+        it runs its recurrence over the kept positions only, padding of the index zeroed.
+        """
         index, valid, length = self._index, self._valid, self._prefill_len
         assert index is not None and valid is not None
         hidden = _hf.layer_hidden(args, kwargs)
@@ -333,10 +376,50 @@ class FastV:
                 "pos", pos, lambda: masks.gather_seq(pos, index, -1)
             )
         mask = _hf.attention_mask(kwargs)
-        kwargs[_hf.MASK_KEY] = self._memoized(
-            "mask", mask, lambda: masks.prefill_mask(mask, index, valid, self._impl(), hidden.dtype)
-        )
+        if linear:
+            kwargs[_hf.MASK_KEY] = self._memoized(
+                "linear_mask", mask, lambda: masks.padding_mask(mask, index, valid)
+            )
+        else:
+            kwargs[_hf.MASK_KEY] = self._memoized(
+                "mask",
+                mask,
+                lambda: masks.prefill_mask(mask, index, valid, self._impl(), hidden.dtype),
+            )
         return _hf.with_layer_hidden(args, kwargs, hidden)
+
+    def expand_after(self, layers: Any) -> None:
+        """Give the outputs of ``layers`` (each >= ``layer``) back their full prefill length.
+
+        For an LLM that adds features at the (full-length) visual positions after some
+        layers (Qwen3-VL's DeepStack): on a pruned prefill each such layer's output is
+        scattered back to (B, L, D) (dropped positions zero), the model adds its features
+        where it knows, and the next layer's pre-hook drops the same positions again, so
+        every kept token gets exactly its own features. Decode steps are untouched.
+        """
+        n_layers = len(self.text_model.layers)
+        for i in layers:
+            if not self.layer <= i < n_layers - 1:
+                raise ValueError(
+                    f"FastV can restore full length after layers {self.layer}..{n_layers - 2} "
+                    f"(a pruned layer with a layer after it), got {i}"
+                )
+            self._handles.append(
+                self.text_model.layers[i].register_forward_hook(self._expand_output)
+            )
+
+    def _expand_output(self, module: nn.Module, args: tuple, output: Any) -> Any:
+        if not self._pruning_now or self._index is None:
+            return None
+        hidden = output[0] if isinstance(output, tuple) else output
+        index, valid = self._index, self._valid
+        assert valid is not None
+        if hidden.shape[1] != index.shape[1]:
+            return None
+        full = hidden.new_zeros(hidden.shape[0], self._prefill_len, hidden.shape[-1])
+        rows = torch.arange(hidden.shape[0], device=hidden.device)[:, None].expand_as(index)
+        full[rows[valid], index[valid]] = hidden[valid]
+        return (full, *output[1:]) if isinstance(output, tuple) else full
 
     def _fix_decode(self, i: int, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
         """Decode step at layer i >= K: map the model's mask onto this layer's shorter cache."""

@@ -25,7 +25,9 @@ from torch import Tensor
 from . import _hf
 
 __all__ = [
+    "apply_rope",
     "decode_mask",
+    "padding_mask",
     "format_mask",
     "gather_seq",
     "last_row_allowed",
@@ -39,6 +41,16 @@ def rotate_half(x: Tensor) -> Tensor:
     """Rotate half the last dimension: (x1, x2) -> (-x2, x1), as HF's Llama-style RoPE."""
     half = x.shape[-1] // 2
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotary embedding on the first ``cos.shape[-1]`` channels of ``x`` (all of them, or
+    a partial rotary's share: the rest pass unchanged), as HF's Llama-style RoPE."""
+    r = cos.shape[-1]
+    if r == x.shape[-1]:
+        return x * cos + rotate_half(x) * sin
+    rot, rest = x[..., :r], x[..., r:]
+    return torch.cat((rot * cos + rotate_half(rot) * sin, rest), dim=-1)
 
 
 def gather_seq(x: Tensor, index: Tensor, seq_dim: int) -> Tensor:
@@ -131,6 +143,19 @@ def prefill_mask(
     if full.dtype == torch.bool:
         return (full & ~drop) | self_only
     return full.masked_fill(drop, torch.finfo(full.dtype).min).masked_fill(self_only, 0.0)
+
+
+def padding_mask(mask: Tensor | None, index: Tensor, valid: Tensor) -> Tensor | None:
+    """The 2-D padding mask of a linear-attention layer on the kept positions ``index``
+    (B, Lk): (B, Lk) long, 0 on the input's padding and the index's; None (no masking)
+    when neither has any. mask: the layer's (B, L) padding mask or None."""
+    if mask is None:
+        return None if bool(valid.all()) else valid.long()
+    if mask.ndim != 2:
+        raise ValueError(
+            f"a linear-attention layer takes a 2-D padding mask, got shape {tuple(mask.shape)}"
+        )
+    return (gather_seq(mask, index, -1).bool() & valid).long()
 
 
 def decode_mask(
