@@ -92,6 +92,9 @@ class Family:
         """Fill ``embeds`` (B, L, D) in place with the visual features; list the units."""
         raise NotImplementedError
 
+    def check_method(self, method: str, stage: str) -> None:
+        """Raise TypeError when this family cannot run ``method`` (of ``stage``), saying why."""
+
     # -- positions (1-D RoPE by default) --------------------------------------------------
 
     def text_row(self, position_ids: Tensor | None) -> Tensor | None:
@@ -430,7 +433,18 @@ class InternVLFamily(Family):
         return units
 
 
-FAMILIES: tuple[Family, ...] = (LlavaOnevisionFamily(), QwenVLFamily(), InternVLFamily())
+def _gemma4() -> Family:
+    from .gemma4 import Gemma4Family  # its own module; it imports this one
+
+    return Gemma4Family()
+
+
+FAMILIES: tuple[Family, ...] = (
+    LlavaOnevisionFamily(),
+    QwenVLFamily(),
+    InternVLFamily(),
+    _gemma4(),
+)
 
 
 def family_of(model: Any) -> Family:
