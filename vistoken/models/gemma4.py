@@ -168,7 +168,10 @@ class Gemma4Family(Family):
             if frames is None:
                 raise ValueError(
                     "Gemma 4 video inputs need num_frames_per_video (the video processor "
-                    "returns it with pixel_values_videos)"
+                    "returns it with pixel_values_videos). transformers 5.19's "
+                    "Gemma4ForConditionalGeneration.forward does not pass it on to the inner "
+                    "model (model(**inputs) fails there without vt.apply as well): use "
+                    "model.generate(**inputs), which encodes the video itself"
                 )
             mm["video"] = inner.get_video_features(
                 kwargs["pixel_values_videos"],
