@@ -275,10 +275,43 @@ def test_real_processor_outputs_pass_unchanged(models):
         assert h.last[0].positions[:, 1:].amax(0).tolist() <= [per[0] - 1, per[1] - 1]
 
 
+def test_right_padded_batch_and_uncached_generation(models):
+    """A right-padded batch gives each sample's logits at its last real token, and
+    generate(use_cache=False) (a compressed prefill at every step) the cached logits."""
+    model = models()
+    items, _ = pair(model, "image")
+    longest = max(s["input_ids"].shape[1] for s in items)
+    x = {k: torch.cat([s[k] for s in items]) for k in ("pixel_values", "image_position_ids")}
+    for key in ("input_ids", "attention_mask", "mm_token_type_ids"):
+        x[key] = torch.cat(
+            [torch.nn.functional.pad(s[key], (0, longest - s[key].shape[1])) for s in items]
+        )
+    with vt.apply(model, "tome", retention=0.3), torch.no_grad():
+        calls, hook = record_inner(model)
+        try:
+            out = model(**x).logits
+        finally:
+            hook.remove()
+        alone = [model(**s).logits[0, -1] for s in items]
+        cached = torch.stack(generate(model, items[0]).logits, dim=1)
+        uncached = model.generate(
+            **items[0], max_new_tokens=STEPS, min_new_tokens=STEPS, do_sample=False,
+            use_cache=False, output_logits=True, return_dict_in_generate=True,
+            pad_token_id=testing.PAD_ID, suppress_tokens=SPECIAL,
+        )
+    mask = calls[0]["attention_mask"]
+    assert mask[:, 0].min() == 1 and mask[:, -1].min() == 0  # still right-padded
+    last = mask.sum(dim=1) - 1
+    for i, a in enumerate(alone):
+        torch.testing.assert_close(out[i, last[i]], a, atol=ATOL_BATCH, rtol=0)
+    torch.testing.assert_close(torch.stack(uncached.logits, dim=1), cached, atol=ATOL, rtol=0)
+
+
 def test_refusals_name_the_reason(models):
     model = models()
-    with pytest.raises(TypeError, match="sliding-window layers"):
+    with pytest.raises(TypeError, match="fastv is not supported on Gemma 4.*sliding-window.*scc"):
         vt.apply(model, "fastv", retention=0.5)
+    assert "_vistoken_handle" not in model.__dict__  # nothing was applied
     with pytest.raises(TypeError, match="visionzip is implemented for the LLaVA-OneVision"):
         vt.apply(model, "visionzip", retention=0.5)
     x = sample(model, "image")

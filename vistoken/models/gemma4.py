@@ -39,11 +39,26 @@ Soft-token grids: ``generate()`` encodes the pixels before the forward and drops
 from its ``pixel_position_ids``. Features encoded before ``vt.apply`` have no recorded
 grid: methods that need a grid then raise their own error.
 
-Refused, with the reason: FastV (sliding-window layers keep a rolling KV cache and take a
-mask sized for layer 0's full-length cache, and KV-shared layers reuse earlier layers'
-keys and values, so per-layer shortened caches cannot stay consistent), VisionZip (it
-reads LLaVA-OneVision's SigLIP attention), audio in the same prompt as images or videos
-(only visual tokens are handled; an audio-only prompt passes through untouched), labels.
+Refused, with the reason:
+
+- FastV (TypeError at ``vt.apply``). Five of every six Gemma 4 decoder layers are
+  sliding-window layers (window 512 for E2B/E4B, 1024 for 26B/31B). (1) Scoring at such a
+  layer, the last query cannot attend to visual tokens further back than the window, so
+  they would get no score. (2) A sliding layer's KV cache keeps only the last window - 1
+  entries and its decode mask is sized by the model for the first sliding layer's cache;
+  a layer pruned by FastV holds a different number of entries standing for other
+  original positions, so every decode step would need a mask rebuilt from the original
+  positions of what the rolling cache still holds. (3) With KV sharing (E2B/E4B) the last
+  layers reuse the keys and values stored by earlier layers, which a pruning layer
+  between them would leave at the full length. Pre-LLM compression has none of these
+  problems: every layer runs on the same shortened sequence.
+- VisionZip (TypeError): it reads LLaVA-OneVision's SigLIP attention; Gemma 4's tower is
+  a different one.
+- Audio in the same prompt as images or videos (ValueError): only visual tokens are
+  placed and compressed; an audio-only prompt passes through untouched.
+- ``labels=`` (as for every family) and, on transformers 5.19, video through the
+  top-level ``forward`` (ValueError: that release's ``Gemma4ForConditionalGeneration``
+  drops ``num_frames_per_video``; ``generate`` encodes videos itself and works).
 """
 
 from __future__ import annotations
@@ -120,14 +135,17 @@ class Gemma4Family(Family):
         )
 
     def check_method(self, method: str, stage: str) -> None:
+        """In-LLM pruning (FastV) is refused: see the module docstring."""
         if stage == "llm":
             raise TypeError(
-                f"{method} is not supported on Gemma 4 (Gemma4ForConditionalGeneration): its "
-                "sliding-window layers keep a rolling KV cache of the last sliding_window "
-                "positions and get an attention mask sized for the full-length cache of the "
-                "first layers, and its KV-shared layers reuse the keys and values of earlier "
-                "layers, so caches shortened from a middle layer on cannot stay consistent "
-                f"while decoding. Use a pre-LLM method: {', '.join(methods(stage='tokens'))}"
+                f"{method} is not supported on Gemma 4 (Gemma4ForConditionalGeneration): most of "
+                "its decoder layers are sliding-window layers, whose last query cannot see visual "
+                "tokens further back than the window (so FastV's attention score would miss "
+                "them) and whose rolling KV cache of the last window positions gets a decode "
+                "mask sized for the first layers' full-length cache; and with KV sharing (E2B, "
+                "E4B) the last layers reuse the keys and values of earlier layers. Caches pruned "
+                "from a middle layer on cannot stay consistent with either. Use a pre-LLM "
+                f"method: {', '.join(methods(stage='tokens'))}"
             )
 
     # -- the hook's state: the vision tower's grid recorder ------------------------------
