@@ -240,10 +240,16 @@ class Gemma4Family(Family):
         out = super().shortened_positions(inner, kwargs, input_ids, attention_mask, short)
         ple = _hf.gemma4_per_layer_inputs(inner, input_ids)
         if ple is not None:
-            index = short.index[:, :, None, None].expand(-1, -1, *ple.shape[2:])
-            ple = ple.gather(1, index) * short.valid[:, :, None, None].to(ple.dtype)
-            out[_hf.PER_LAYER_KEY] = ple
+            out[_hf.PER_LAYER_KEY] = _at_kept(ple, short)
         if kwargs.get("mm_token_type_ids") is not None:
-            mmt = kwargs["mm_token_type_ids"].gather(1, short.index)
-            out["mm_token_type_ids"] = mmt.masked_fill(~short.valid, 0)
+            out["mm_token_type_ids"] = _at_kept(kwargs["mm_token_type_ids"], short)
         return out
+
+
+def _at_kept(x: Tensor, short: Shortened) -> Tensor:
+    """(B, L, ...) per-column inputs -> (B, L', ...) at the shortened sequence's columns,
+    zero on its padding."""
+    index = short.index.reshape(*short.index.shape, *[1] * (x.ndim - 2))
+    taken = x.gather(1, index.expand(-1, -1, *x.shape[2:]))
+    valid = short.valid.reshape(*short.valid.shape, *[1] * (x.ndim - 2))
+    return taken * valid.to(taken.dtype)
