@@ -232,6 +232,21 @@ _QWEN3_5_27B = LLM(
     linear=LinearAttention(16, 48, 128, 128),
     gated_attention=True,
 )
+# Gemma 4 31B (google/gemma-4-31B-it config.json, text_config): hidden_size 5376,
+# intermediate_size 21504, 60 layers, 32 heads, vocab_size 262144; layer_types: 5
+# sliding-window layers (sliding_window 1024, head_dim 256, num_key_value_heads 16) then 1
+# full-attention layer (global_head_dim 512, num_global_key_value_heads 4, keys = values),
+# ten times. The cost model has one layer shape: all 60 layers are counted with the
+# sliding layers' widths (32 x 256 queries, 16 x 256 keys/values), and the window is
+# ignored (every layer attends over the whole prefix), so for prompts longer than 1024
+# tokens the attention terms of the 50 sliding layers are over-counted.
+_GEMMA4_31B = LLM("Gemma-4-31B", 5376, 21504, 60, 32, 16, 256, 262144)
+# Its vision tower (the same config.json, vision_config): 27 layers, hidden_size 1152,
+# intermediate_size 4304 (a gated MLP: three matrices, counted as two like every tower
+# here), patch 16 px, pooling 3x3. A square video frame at the video processor's default
+# budget (max_soft_tokens 70) is resized to 384 x 384: 24 x 24 = 576 patches, pooled to
+# 8 x 8 = 64 soft tokens; embed_vision projects them 1152 -> 5376 (one linear layer).
+_GEMMA4_VISION = VisionTower("Gemma 4 vision (27 layers)", 27, 1152, 4304, 576, 64, ((1152, 5376),))
 
 PRESETS: dict[str, Preset] = {
     "llava-onevision-7b": Preset(
@@ -291,6 +306,15 @@ PRESETS: dict[str, Preset] = {
         98,
         "Qwen3-VL's vision layout: 448x448 frames, 16 px patches, 2 frames per temporal "
         "patch, 2x2 merge -> 196 tokens per 2 frames; set it for other sizes",
+    ),
+    "gemma-4-31b": Preset(
+        "gemma-4-31b",
+        _GEMMA4_31B,
+        64,
+        "a square frame at the video processor's default 70-token budget: 384x384 px, 24x24 "
+        "patches of 16 px pooled 3x3 to 8x8 (other aspect ratios give up to 70; images "
+        "default to 280)",
+        _GEMMA4_VISION,
     ),
 }
 

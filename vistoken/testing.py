@@ -634,4 +634,177 @@ def tiny_qwen3_processor() -> Any:
         ),
         tokenizer=tokenizer,
         chat_template=template,
+# -- Gemma 4 --------------------------------------------------------------------------------
+
+GEMMA4_BOI_ID = 252
+GEMMA4_EOI_ID = 253
+GEMMA4_AUDIO_ID = 249
+#: the processor's smallest soft-token budget per image / frame (it accepts 70, 140, ...)
+GEMMA4_MAX_SOFT_TOKENS = 70
+
+
+def tiny_gemma4(seed: int = 0, attn: str = "sdpa", **text: Any) -> Any:
+    """Gemma4ForConditionalGeneration with every part of the real design, small: a vision
+    tower of 2px patches pooled 2x2 into soft tokens (a 16x16-pixel image is 4x4 = 16 soft
+    tokens); an LLM of width 64 with six layers [sliding, sliding, full] x 2 (sliding
+    window 16, full-attention layers with their own head_dim 32), soft tokens of one image
+    attending bidirectionally (``use_bidirectional_attention="vision"``), Per-Layer
+    Embeddings (8 per layer) and the last two layers sharing earlier layers' KV
+    (``num_kv_shared_layers=2``), as in Gemma 4 E2B/E4B."""
+    from transformers import Gemma4Config, Gemma4ForConditionalGeneration
+
+    cfg = {
+        **_text(),
+        "num_hidden_layers": 6,
+        "head_dim": 16,
+        "global_head_dim": 32,
+        "layer_types": ["sliding_attention", "sliding_attention", "full_attention"] * 2,
+        "sliding_window": 16,
+        "hidden_size_per_layer_input": 8,
+        "vocab_size_per_layer_input": VOCAB,
+        "use_bidirectional_attention": "vision",
+        "num_kv_shared_layers": 2,
+        "bos_token_id": 2,
+        "eos_token_id": IM_END_ID,
+    }
+    cfg.update(text)
+    config = Gemma4Config(
+        text_config=cfg,
+        vision_config={
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 4,
+            "head_dim": 8,
+            "patch_size": 2,
+            "pooling_kernel_size": 2,
+            "position_embedding_size": 64,
+        },
+        image_token_id=IMAGE_ID,
+        video_token_id=VIDEO_ID,
+        boi_token_id=GEMMA4_BOI_ID,
+        eoi_token_id=GEMMA4_EOI_ID,
+        audio_token_id=GEMMA4_AUDIO_ID,
+    )
+    return _build(Gemma4ForConditionalGeneration, config, seed, attn)
+
+
+def _gemma4_patches(
+    vc: Any, grid: tuple[int, int], count: int, gen: torch.Generator
+) -> tuple[Tensor, Tensor]:
+    """(count, P, 3 p^2) pixels in [0, 1] and (count, P, 2) patch (x, y) positions of
+    ``count`` frames with an (H, W) soft-token grid, padded to P = 70 k^2 patches with -1
+    positions, as Gemma 4's processors lay them out."""
+    k, p = vc.pooling_kernel_size, vc.patch_size
+    ph, pw = grid[0] * k, grid[1] * k
+    total = GEMMA4_MAX_SOFT_TOKENS * k * k
+    if ph * pw > total:
+        raise ValueError(f"a {grid} soft-token grid exceeds {GEMMA4_MAX_SOFT_TOKENS} soft tokens")
+    pixels = torch.zeros(count, total, 3 * p * p)
+    pixels[:, : ph * pw] = torch.rand(count, ph * pw, 3 * p * p, generator=gen)
+    xy = torch.stack(torch.meshgrid(torch.arange(pw), torch.arange(ph), indexing="xy"), -1)
+    pos = torch.full((count, total, 2), -1, dtype=torch.long)
+    pos[:, : ph * pw] = xy.reshape(ph * pw, 2)
+    return pixels, pos
+
+
+def gemma4_inputs(
+    model: Any,
+    grids: list[tuple[int, int, int]],
+    kind: str = "image",
+    text: int = 6,
+    seed: int = 0,
+    prompt_first: int = 3,
+) -> dict[str, Tensor]:
+    """Inputs for ``tiny_gemma4``: per sample one image (``kind="image"``, grid (1, H, W)
+    in soft tokens) or one video of t frames (``kind="video"``, grid (t, H, W)), laid out
+    as ``Gemma4Processor`` writes them: ``<boi>`` + H*W placeholders + ``<eoi>`` per image,
+    and per video frame a 5-character ``mm:ss`` timestamp and a space before its block,
+    blocks separated by a space; ``mm_token_type_ids`` 1 / 2 on the placeholders; left
+    padding."""
+    if kind not in ("image", "video"):
+        raise ValueError(f"kind must be 'image' or 'video', got {kind!r}")
+    gen = torch.Generator().manual_seed(seed)
+    vc = model.config.vision_config
+    token, type_id = (IMAGE_ID, 1) if kind == "image" else (VIDEO_ID, 2)
+    rows, pixels, positions = [], [], []
+    for t, h, w in grids:
+        if kind == "image" and t != 1:
+            raise ValueError(f"an image grid has t = 1, got {(t, h, w)}")
+        pix, pos = _gemma4_patches(vc, (h, w), t, gen)
+        pixels.append(pix)
+        positions.append(pos)
+        parts = [_text_ids(prompt_first, gen)]
+        for f in range(t):
+            if kind == "video":
+                stamp = f"00:{f:02d} " if f == 0 else f" 00:{f:02d} "
+                parts.append(torch.tensor([ord(c) - 30 for c in stamp]))
+            parts += [
+                torch.tensor([GEMMA4_BOI_ID]),
+                torch.full((h * w,), token),
+                torch.tensor([GEMMA4_EOI_ID]),
+            ]
+        parts.append(_text_ids(text, gen))
+        rows.append(torch.cat(parts))
+    ids, mask = _pad_left(rows)
+    out = {
+        "input_ids": ids,
+        "attention_mask": mask,
+        "mm_token_type_ids": (ids == token).long() * type_id,
+    }
+    if kind == "image":
+        out |= {"pixel_values": torch.cat(pixels), "image_position_ids": torch.cat(positions)}
+    else:
+        out |= {
+            "pixel_values_videos": torch.cat(pixels),
+            "video_position_ids": torch.cat(positions),
+            "num_frames_per_video": torch.tensor([g[0] for g in grids]),
+        }
+    return out
+
+
+_GEMMA4_TOKENS = {
+    IMAGE_ID: "<|image|>",
+    VIDEO_ID: "<|video|>",
+    GEMMA4_BOI_ID: "<|image>",
+    GEMMA4_EOI_ID: "<image|>",
+    GEMMA4_AUDIO_ID: "<|audio|>",
+    247: "<|audio>",
+    248: "<audio|>",
+}
+
+
+def tiny_gemma4_processor() -> Any:
+    """The real ``Gemma4Processor`` sized for ``tiny_gemma4``, built offline:
+    ``Gemma4ImageProcessor`` / ``Gemma4VideoProcessor`` with 2px patches, 2x2 pooling and
+    the smallest soft-token budget (70 per image / frame: a square image becomes 32x32
+    pixels = 8x8 soft tokens), the default audio feature extractor, and ``tiny_tokenizer``
+    with Gemma 4's image / video / begin- and end-of-image (and audio) tokens at the tiny
+    model's ids. A minimal chat template writes ``<|image|>`` / ``<|video|>`` for
+    ``{"type": "image"}`` / ``{"type": "video"}`` items (the processor expands them)."""
+    from transformers import (
+        Gemma4AudioFeatureExtractor,
+        Gemma4ImageProcessor,
+        Gemma4Processor,
+        Gemma4VideoProcessor,
+    )
+
+    named = {
+        "image_token": "<|image|>",
+        "boi_token": "<|image>",
+        "eoi_token": "<image|>",
+        "audio_token": "<|audio|>",
+        "boa_token": "<|audio>",
+        "eoa_token": "<audio|>",
+    }
+    sizes = {"patch_size": 2, "pooling_kernel_size": 2, "max_soft_tokens": GEMMA4_MAX_SOFT_TOKENS}
+    template = _CHAT_TEMPLATE.replace("IMAGE", "<|image|>").replace("VIDEO", "<|video|>")
+    return Gemma4Processor(
+        feature_extractor=Gemma4AudioFeatureExtractor(),
+        image_processor=Gemma4ImageProcessor(**sizes),
+        tokenizer=tiny_tokenizer(_GEMMA4_TOKENS, named),
+        video_processor=Gemma4VideoProcessor(**sizes, num_frames=4),
+        chat_template=template,
+        image_seq_length=GEMMA4_MAX_SOFT_TOKENS,
     )

@@ -381,3 +381,45 @@ def attention_query(attn: Any, x: Tensor, heads: int, head_dim: int) -> Tensor:
     if q.shape[-1] == 2 * heads * head_dim:
         return q.view(b, length, heads, 2 * head_dim)[..., :head_dim]
     return q.view(b, length, heads, head_dim)
+# -- Gemma 4 (vistoken/models/gemma4.py) --------------------------------------------------------
+#
+# 15. ``Gemma4Model.forward`` takes ``per_layer_inputs`` (B, L, layers, d_ple), the
+#    token-identity part of Per-Layer Embeddings, with ``inputs_embeds`` (never with
+#    ``input_ids``); it builds them as ``language_model.get_per_layer_inputs(ids, None)``
+#    with every image / video / audio placeholder read as ``pad_token_id``, and only when
+#    ``text_config.hidden_size_per_layer_input`` is set. ``mm_token_type_ids`` (B, L)
+#    (0 text, 1 image, 2 video, 3 audio) defines the bidirectional blocks of the
+#    sliding-window masks (contiguous non-zero runs) when
+#    ``use_bidirectional_attention == "vision"``.
+# 16. Its vision tower is called as ``vision_tower(pixel_values=..., pixel_position_ids=...)``
+#    with (R, P, 2) patch (x, y) positions (-1 = padding) and returns an output whose
+#    ``last_hidden_state`` is the pooled soft tokens of every row, which
+#    ``get_image_features``/``get_video_features`` return again (same object) with the
+#    projected ``pooler_output`` split per image / video.
+
+PER_LAYER_KEY = "per_layer_inputs"
+
+
+def gemma4_patch_positions(args: tuple, kwargs: dict[str, Any]) -> Tensor | None:
+    """The (R, P, 2) ``pixel_position_ids`` a Gemma 4 vision tower was called with."""
+    pos = kwargs.get("pixel_position_ids")
+    if pos is None and len(args) > 1:
+        pos = args[1]
+    return pos if isinstance(pos, Tensor) else None
+
+
+def gemma4_per_layer_inputs(inner: Any, input_ids: Tensor) -> Tensor | None:
+    """(B, L, layers, d_ple) the PLE token-identity inputs ``Gemma4Model.forward`` builds
+    from ``input_ids`` (assumption 15), or None for a model without PLE."""
+    import torch
+
+    text = inner.language_model
+    if not getattr(text.config, "hidden_size_per_layer_input", None):
+        return None
+    cfg = inner.config
+    ids = [
+        getattr(cfg, k, None) for k in ("image_token_id", "video_token_id", "audio_token_id")
+    ]
+    special = torch.tensor([i for i in ids if i is not None], device=input_ids.device)
+    plain = input_ids.masked_fill(torch.isin(input_ids, special), text.config.pad_token_id)
+    return text.get_per_layer_inputs(plain, None)

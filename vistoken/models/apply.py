@@ -276,6 +276,7 @@ def apply(model: Any, method: str, *, retention: float | None = None, **options:
     family = family_of(model)
     _hf.warn_if_untested()
     spec = get_method(method)
+    family.check_method(method, spec.stage)
     if retention is None:
         retention = spec.default_retention
     if retention is not None:

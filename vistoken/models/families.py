@@ -94,6 +94,9 @@ class Family:
         """Fill ``embeds`` (B, L, D) in place with the visual features; list the units."""
         raise NotImplementedError
 
+    def check_method(self, method: str, stage: str) -> None:
+        """Raise TypeError when this family cannot run ``method`` (of ``stage``), saying why."""
+
     # -- positions (1-D RoPE by default) --------------------------------------------------
 
     def text_row(self, position_ids: Tensor | None) -> Tensor | None:
@@ -521,6 +524,11 @@ class PVCFamily(Family):
 # Qwen3-VL and Qwen3.5 build on QwenVLFamily in their own module (imported after it; the
 # package always imports this module first)
 from .qwen3 import Qwen3_5Family, Qwen3VLFamily  # noqa: E402
+def _gemma4() -> Family:
+    from .gemma4 import Gemma4Family  # its own module; it imports this one
+
+    return Gemma4Family()
+
 
 FAMILIES: tuple[Family, ...] = (
     LlavaOnevisionFamily(),
@@ -529,6 +537,7 @@ FAMILIES: tuple[Family, ...] = (
     Qwen3VLFamily(),
     Qwen3_5Family(),
     PVCFamily(),
+    _gemma4(),
 )
 
 
