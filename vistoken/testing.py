@@ -634,6 +634,9 @@ def tiny_qwen3_processor() -> Any:
         ),
         tokenizer=tokenizer,
         chat_template=template,
+    )
+
+
 # -- Gemma 4 --------------------------------------------------------------------------------
 
 GEMMA4_BOI_ID = 252

@@ -381,6 +381,8 @@ def attention_query(attn: Any, x: Tensor, heads: int, head_dim: int) -> Tensor:
     if q.shape[-1] == 2 * heads * head_dim:
         return q.view(b, length, heads, 2 * head_dim)[..., :head_dim]
     return q.view(b, length, heads, head_dim)
+
+
 # -- Gemma 4 (vistoken/models/gemma4.py) --------------------------------------------------------
 #
 # 15. ``Gemma4Model.forward`` takes ``per_layer_inputs`` (B, L, layers, d_ple), the

@@ -521,9 +521,12 @@ class PVCFamily(Family):
             units.append(Unit(row, cols, f, grid))
         return units
 
+
 # Qwen3-VL and Qwen3.5 build on QwenVLFamily in their own module (imported after it; the
 # package always imports this module first)
 from .qwen3 import Qwen3_5Family, Qwen3VLFamily  # noqa: E402
+
+
 def _gemma4() -> Family:
     from .gemma4 import Gemma4Family  # its own module; it imports this one
 
