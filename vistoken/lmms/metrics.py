@@ -31,7 +31,6 @@ raises is recorded and re-raised; lmms-eval's HF wrappers catch generation error
 
 from __future__ import annotations
 
-import functools
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -84,7 +83,7 @@ class Recorder:
             model.register_forward_hook(self._post),
         ]
         self._generate = model.generate  # the bound method of the class
-        model.generate = functools.wraps(self._generate)(self._timed_generate)
+        model.generate = self._timed_generate  # instance attribute: remove() deletes it
 
     def remove(self) -> None:
         for h in self._hooks:
