@@ -57,9 +57,10 @@ def settings() -> list[tuple[str, float]]:
 
 def command(method: str, retention: float, out: Path, launch: str, model: str,
             frames: int, limit: int | None) -> list[str]:
-    args = f"pretrained={model},max_frames_num={frames},vt_method={method}"
+    args = f"pretrained={model},max_frames_num={frames}"
     if not launch:  # one process: llava_hf needs an explicit device_map (several: cuda:RANK)
         args += ",device_map=cuda:0"
+    args += f",vt_method={method}"
     if method != "none":
         args += f",vt_retention={retention}"
     folder = out / f"{method}_{retention}"

@@ -167,7 +167,7 @@ def lmms(tmp_path_factory):
         docs = [json.loads(line) for line in samples[0].read_text().splitlines()]
         result = {
             "results": json.loads(found[0].read_text()),
-            "answers": {d["doc_id"]: d["filtered_resps"][0] for d in docs},
+            "answers": {d["doc_id"]: _text(d["filtered_resps"]) for d in docs},
             "proc": proc,
         }
         report = out / "vistoken.json"
@@ -179,6 +179,11 @@ def lmms(tmp_path_factory):
     run.checkpoint = checkpoint
     run.runs = runs
     return run
+
+
+def _text(resps):
+    """A logged sample's output (lmms-eval 0.7.3 logs the filtered response as a string)."""
+    return resps if isinstance(resps, str) else resps[0]
 
 
 def _accuracy(result):
@@ -279,3 +284,69 @@ def test_bad_model_args_fail_at_start_up(lmms):
     last = proc.stderr.strip().splitlines()[-1]
     assert last == "vistoken: bad model_args: vt_retention must be in (0, 1], got 1.5"
     assert "Model Responding" not in proc.stderr
+
+
+def test_recorder_counts_tokens_flops_and_times():
+    import torch
+
+    import vistoken as vt
+    from vistoken.core import budget_for
+    from vistoken.eval.reference import load_reference, prompts
+    from vistoken.flops import prefill_flops
+    from vistoken.lmms.metrics import Recorder, summarize
+
+    model, processor = load_reference()
+    batch = prompts(processor, [vtask.sample_of(vtask.doc_rows(1)[0])])
+    text = int(batch["attention_mask"].sum()) - 785  # a 16-frame video: 16 x 49 + 1 newline
+    cfg = model.config
+    for method, retention, after, flops in [
+        ("none", None, 785, prefill_flops(cfg, 785, text)),
+        ("scc", 0.25, 785 - 784 + budget_for(0.25, 784), None),
+        ("fastv", 0.5, budget_for(0.5, 785),
+         prefill_flops(cfg, 785, text, 0.5, method="fastv")),
+    ]:
+        handle = None if method == "none" else vt.apply(model, method, retention=retention)
+        rec = Recorder(model, handle, method=method, retention=retention)
+        with torch.inference_mode():
+            model.generate(**batch, max_new_tokens=3, min_new_tokens=3, do_sample=False,
+                           pad_token_id=processor.tokenizer.pad_token_id)
+        rec.remove()
+        if handle is not None:
+            handle.remove()
+        assert "generate" not in model.__dict__  # the instance is as before
+        (r,) = rec.dump()
+        assert (r["visual_before"], r["visual_after"], r["text"]) == (785, after, text), method
+        expected = prefill_flops(cfg, after, text) if flops is None else flops
+        assert r["prefill_tflops"] == pytest.approx(expected / 1e12, rel=1e-12)
+        assert r["output_tokens"] == 3 and r["decode_steps"] == 2
+        assert 0 < r["ttft"] <= r["generate_seconds"]
+        assert (r["compress_seconds"] > 0) == (method == "scc")
+        fig = summarize(rec.dump())
+        assert fig["tpot_seconds"] == pytest.approx(r["decode_seconds"] / 2)
+
+
+def test_grid_table_holds_published_numbers_only(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("lmms_grid", ROOT / "benchmarks" / "lmms_grid.py")
+    grid = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(grid)
+    assert len(grid.settings()) == 1 + 8 * 4  # the full model once, 8 methods x 4 retentions
+    cmd = grid.command("scc", 0.1, tmp_path, "", grid.MODEL, 32, None)
+    args = cmd[cmd.index("--model_args") + 1]
+    assert "max_frames_num=32" in args and "vt_method=scc,vt_retention=0.1" in args
+    assert cmd[cmd.index("--tasks") + 1].split(",") == [t for t, _, _ in grid.TASKS]
+    # one finished run: its measured cell is filled, the published ones beside it
+    run = tmp_path / "scc_0.1" / "model"
+    run.mkdir(parents=True)
+    (run / "x_results.json").write_text(json.dumps({"results": {"videomme": {
+        "videomme_perception_score,none": 54.25}}}))
+    (tmp_path / "scc_0.1" / "vistoken.json").write_text(json.dumps({"figures": {
+        "visual_tokens_after": 628.0, "prefill_tflops": 3.9187}}))
+    rows = {tuple(c.strip() for c in line.strip("|").split("|")[:2]): line
+            for line in grid.table(tmp_path).splitlines()[2:]}
+    cells = [c.strip() for c in rows[("scc", "0.1")].strip("|").split("|")]
+    assert cells[4:6] == ["54.2", "55.8"] and cells[10:12] == ["", "57.5"]
+    assert cells[-3:] == ["628.0", "3.92", "4.0"]
+    untouched = [c.strip() for c in rows[("fastv", "0.25")].strip("|").split("|")]
+    assert untouched[2:] == [""] * (len(untouched) - 2)  # nothing published, nothing run
