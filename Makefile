@@ -42,7 +42,7 @@ test-range: $(STAMP)
 	.ci/transformers-venv newest
 
 # The whole suite on the newest releases pyproject allows (no lock), in .venv-latest.
-test-latest:
+test-latest: $(LMMS_STAMP)
 	test -x .venv-latest/bin/python || $(PY) -m venv .venv-latest
 	.venv-latest/bin/$(PIP) --upgrade $(TORCH)
 	.venv-latest/bin/$(PIP) --upgrade --upgrade-strategy eager -e ".[test]"

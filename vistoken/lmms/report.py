@@ -85,7 +85,6 @@ def publish(lm: Any) -> dict[str, Any] | None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=1, default=str))
     log.warning("vistoken report: %s", path)
-    print(f"vistoken report: {path}", file=sys.stderr)
     return report
 
 
