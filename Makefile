@@ -9,7 +9,11 @@ LOCK := constraints.txt
 TORCH := torch==2.14.1 torchvision==0.29.1
 PIP := pip install --quiet --disable-pip-version-check
 
-.PHONY: demo test test-latest test-range lock lint bench clean
+.PHONY: demo test test-latest test-range lock lint bench clean lmms-venv
+
+# lmms-eval for the plugin tests (tests/test_lmms.py): .venv-lmms, layered on .venv, built once
+# by .ci/lmms-venv at the versions of its lock; rebuilt when pyproject or that lock changes.
+LMMS_STAMP := .venv-lmms/.installed
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -23,7 +27,12 @@ $(STAMP): $(BIN)/python pyproject.toml $(LOCK)
 demo: $(STAMP)
 	$(BIN)/vistoken demo
 
-test: $(STAMP)
+$(LMMS_STAMP): $(STAMP) pyproject.toml .ci/lmms-constraints.txt
+	.ci/lmms-venv
+
+lmms-venv: $(LMMS_STAMP)
+
+test: $(STAMP) $(LMMS_STAMP)
 	$(BIN)/python -m pytest
 
 # The model-integration tests again on the oldest and the newest transformers release of the
@@ -33,7 +42,7 @@ test-range: $(STAMP)
 	.ci/transformers-venv newest
 
 # The whole suite on the newest releases pyproject allows (no lock), in .venv-latest.
-test-latest:
+test-latest: $(LMMS_STAMP)
 	test -x .venv-latest/bin/python || $(PY) -m venv .venv-latest
 	.venv-latest/bin/$(PIP) --upgrade $(TORCH)
 	.venv-latest/bin/$(PIP) --upgrade --upgrade-strategy eager -e ".[test]"
@@ -54,4 +63,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_scc.py
 
 clean:
-	rm -rf $(VENV) .venv-latest .venv-tf-* vistoken-demo
+	rm -rf $(VENV) .venv-latest .venv-tf-* .venv-lmms vistoken-demo
