@@ -154,7 +154,7 @@ def lmms(tmp_path_factory):
                "--device", "cpu", "--limit", str(LIMIT), "--output_path", str(out),
                "--log_samples", *extra]
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=root,
-                              timeout=900)
+                              timeout=1800)  # a safety net: ~30 s of CPU each
         found = sorted(out.glob("**/*_results.json"))
         if not check:
             return {"proc": proc}
