@@ -28,8 +28,13 @@ ATOL_BATCH = 1e-4  # padded batch vs alone: attention sums in another order
 
 PRE_LLM = vt.methods(stage="tokens")
 VIDEO_ONLY = {"dycoke", "vidcom2", "evs"}  # temporal methods: need frames
-SPECIAL = [testing.IMAGE_ID, testing.VIDEO_ID, testing.GEMMA4_BOI_ID, testing.GEMMA4_EOI_ID,
-           testing.GEMMA4_AUDIO_ID]
+SPECIAL = [
+    testing.IMAGE_ID,
+    testing.VIDEO_ID,
+    testing.GEMMA4_BOI_ID,
+    testing.GEMMA4_EOI_ID,
+    testing.GEMMA4_AUDIO_ID,
+]
 GRIDS = {"image": [(1, 4, 5), (1, 3, 3)], "video": [(3, 3, 4), (2, 4, 4)]}
 
 
@@ -54,9 +59,18 @@ def pair(model, kind):
     items = [sample(model, kind, i) for i in range(2)]
     longest = max(s["input_ids"].shape[1] for s in items)
     x = {}
-    for key, fill in (("input_ids", testing.PAD_ID), ("attention_mask", 0), ("mm_token_type_ids", 0)):
+    for key, fill in (
+        ("input_ids", testing.PAD_ID),
+        ("attention_mask", 0),
+        ("mm_token_type_ids", 0),
+    ):
         pads = [(longest - s[key].shape[1], 0) for s in items]
-        x[key] = torch.cat([torch.nn.functional.pad(s[key], p, value=fill) for s, p in zip(items, pads)])
+        x[key] = torch.cat(
+            [
+                torch.nn.functional.pad(s[key], p, value=fill)
+                for s, p in zip(items, pads, strict=True)
+            ]
+        )
     for key in items[0].keys() - x.keys():
         x[key] = torch.cat([s[key] for s in items])
     return items, x
@@ -175,7 +189,9 @@ def test_cached_generation_equals_a_full_recompute_and_batch_equals_alone(
     assert prefill["input_ids"] is None
     assert prefill["inputs_embeds"].shape[1] == after < x["input_ids"].shape[1]
     got = torch.stack(out.logits, dim=1)
-    torch.testing.assert_close(got, recompute(model, prefill, out.sequences, STEPS), atol=ATOL, rtol=0)
+    torch.testing.assert_close(
+        got, recompute(model, prefill, out.sequences, STEPS), atol=ATOL, rtol=0
+    )
     for i, a in enumerate(alone):
         torch.testing.assert_close(got[i], a, atol=ATOL_BATCH, rtol=0)
 
@@ -205,7 +221,8 @@ def test_video_blocks_timestamps_types_and_ple_follow_the_kept_tokens(models):
     with torch.no_grad():
         assert torch.equal(short["inputs_embeds"][0, kept_text], lm.embed_tokens(ids[text]))
         assert torch.equal(
-            short["per_layer_inputs"][0, kept_text], lm.get_per_layer_inputs(ids[text][None], None)[0]
+            short["per_layer_inputs"][0, kept_text],
+            lm.get_per_layer_inputs(ids[text][None], None)[0],
         )
     assert int(kept_text.sum()) == int(text.sum())  # boi/eoi/timestamps of empty frames too
     assert int((short["mm_token_type_ids"][0] != 0).sum()) == 1  # t - 1 blocks now empty
@@ -297,9 +314,15 @@ def test_right_padded_batch_and_uncached_generation(models):
         alone = [model(**s).logits[0, -1] for s in items]
         cached = torch.stack(generate(model, items[0]).logits, dim=1)
         uncached = model.generate(
-            **items[0], max_new_tokens=STEPS, min_new_tokens=STEPS, do_sample=False,
-            use_cache=False, output_logits=True, return_dict_in_generate=True,
-            pad_token_id=testing.PAD_ID, suppress_tokens=SPECIAL,
+            **items[0],
+            max_new_tokens=STEPS,
+            min_new_tokens=STEPS,
+            do_sample=False,
+            use_cache=False,
+            output_logits=True,
+            return_dict_in_generate=True,
+            pad_token_id=testing.PAD_ID,
+            suppress_tokens=SPECIAL,
         )
     mask = calls[0]["attention_mask"]
     assert mask[:, 0].min() == 1 and mask[:, -1].min() == 0  # still right-padded

@@ -20,7 +20,8 @@ shows the traceback instead.
 
 Modules: ``app`` (the parser, :func:`main`, error handling), ``common`` (argument types, the
 shared flags, checks, JSON output), one per command: ``compress`` (compress and demo),
-``methods``, ``bench``, ``flops``, ``eval``, ``train`` (train-reference). Files to tokens is :func:`vistoken.pipeline.encode`.
+``methods``, ``bench``, ``flops``, ``eval``, ``train`` (train-reference).
+Files to tokens is :func:`vistoken.pipeline.encode`.
 
 Start-up: this package imports only the standard library at import time (``import vistoken``
 is lazy too; so is every module of this package at its top level), and :func:`main` imports

@@ -112,7 +112,8 @@ def soft_token_grids(positions: Tensor, kernel: int) -> list[tuple[int, int]]:
     valid = (positions != -1).all(dim=-1)
     x = positions[..., 0].masked_fill(~valid, -1).amax(dim=1) + 1
     y = positions[..., 1].masked_fill(~valid, -1).amax(dim=1) + 1
-    return [(int(h) // kernel, int(w) // kernel) for h, w in zip(y.tolist(), x.tolist())]
+    pairs = zip(y.tolist(), x.tolist(), strict=True)
+    return [(int(h) // kernel, int(w) // kernel) for h, w in pairs]
 
 
 def _frames(cols: Tensor) -> list[int]:
@@ -121,7 +122,7 @@ def _frames(cols: Tensor) -> list[int]:
         return []
     breaks = (torch.nonzero(cols[1:] - cols[:-1] != 1).flatten() + 1).tolist()
     edges = [0, *breaks, cols.numel()]
-    return [b - a for a, b in zip(edges[:-1], edges[1:])]
+    return [b - a for a, b in zip(edges[:-1], edges[1:], strict=True)]
 
 
 class Gemma4Family(Family):
