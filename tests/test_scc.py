@@ -342,3 +342,195 @@ def test_retention_search_matches_tau_mode(shape):
             plain = vt.compress(x, "scc", tau=out.info["tau"])
             assert torch.equal(out.tokens, plain.tokens)
             assert torch.equal(out.sources, plain.sources)
+
+
+# --- issue 14: the forest-aimed search, the official replay, half precision -------------
+
+
+def test_spanning_forest_gives_every_threshold_count():
+    from vistoken.ops.components import spanning_forest
+
+    g = torch.Generator().manual_seed(3)
+    b, n = 5, 40
+    x = normalize(clustered(b, n, 8, 6, 0.6, seed=3))
+    sims = torch.bmm(x, x.transpose(1, 2))
+    sims = torch.maximum(sims, sims.transpose(1, 2))  # symmetric, as the forest needs
+    sims[1, :, :] = sims[1].round(decimals=1)  # ties everywhere in graph 1
+    ei, ej, w = spanning_forest(sims)
+    assert ei.numel() == b * (n - 1) and bool((ei < ej).all())
+    assert bool((ei // n == ej // n).all())  # edges stay inside their graph
+    for tau in torch.linspace(-0.5, 1.0, 16).tolist() + [0.5, 0.7]:
+        for f in range(b):
+            adj = (sims[f] > tau).numpy()
+            np.fill_diagonal(adj, True)
+            want = connected_components(adj, directed=False)[0]
+            assert n - int((w[ei // n == f] > tau).sum()) == want, (tau, f)
+    del g
+
+
+@pytest.mark.parametrize("shape", [(6, 49, 16), (3, 100, 8)])
+def test_forest_spatial_step_is_spatial_step_bit_for_bit(shape):
+    from vistoken.compressors.scc_search import SearchCounter
+
+    x = clustered(*shape, k=10, noise=0.7, seed=shape[1], dtype=torch.float32)
+    xn = normalize(x)
+    counter = SearchCounter(x, xn)
+    assert counter.forest is not None  # the CPU matmul's similarities are symmetric
+    for tau in (-0.2, 0.3, 0.55, 0.8, 0.95):
+        want = spatial_step(x, xn, tau)
+        got = counter.forest.step(x, tau)
+        assert all(torch.equal(a, b) for a, b in zip(got, want, strict=True)), tau
+        assert counter.spatial_count(tau) == want[1].numel()
+
+
+def test_retention_search_takes_few_steps_and_reuses_representatives():
+    from vistoken.compressors import scc_search
+
+    x = clustered(16, 49, 24, 30, 0.8, seed=12, dtype=torch.float32)
+    counters = []
+    orig = scc_search.SearchCounter.__init__
+
+    def spy(self, *a):
+        orig(self, *a)
+        counters.append(self)
+
+    scc_search.SearchCounter.__init__ = spy
+    try:
+        for r in (0.1, 0.35):
+            out = vt.compress(x, "scc", retention=r)
+            assert out.num_tokens == math.ceil(r * 16 * 49)
+            c = counters[-1]
+            assert c.forest is not None and c.steps <= 8, c.steps
+            # every representative was multiplied once: the cache holds no duplicate key
+            assert c.pairs.keys.unique().numel() == c.pairs.keys.numel()
+    finally:
+        scc_search.SearchCounter.__init__ = orig
+
+
+def _official_uf(adj: np.ndarray, sampled: np.ndarray, readout: str):
+    """The official approximate components (REFERENCE.md section 1), written plainly:
+    union by rank with path halving over the edges (i, j), i ascending, j its sampled
+    neighbours ascending; members read with find() or from the raw parent array."""
+    n = adj.shape[0]
+    parent, rank = list(range(n)), [0] * n
+
+    def find(a):
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    for i in range(n):
+        for j in np.intersect1d(np.nonzero(adj[i])[0], sampled):
+            ra, rb = find(i), find(int(j))
+            if ra == rb:
+                continue
+            if rank[ra] < rank[rb]:
+                parent[ra] = rb
+            else:
+                parent[rb] = ra
+                if rank[ra] == rank[rb]:
+                    rank[ra] += 1
+    groups = {}
+    if readout == "find":
+        for i in range(n):
+            groups.setdefault(find(i), []).append(i)
+    else:
+        for i in range(n):
+            if parent[i] == i:
+                groups.setdefault(i, [])
+        for i in range(n):
+            if parent[i] in groups:
+                groups[parent[i]].append(i)
+    deg = adj.sum(1)
+    comps = [(min(m, key=lambda v: (-deg[v], v)), m) for m in groups.values()]
+    comps.sort()
+    return [m for _, m in comps], [h for h, _ in comps]
+
+
+def _official_reference(x: np.ndarray, tau: float, eps: float, seed: int, readout: str):
+    """The official SCC pipeline with numpy's global stream seeded: one choice per frame,
+    then one for the temporal graph; then the final merge."""
+    np.random.seed(seed)
+    t, n, d = x.shape
+
+    def graph(v):
+        vn = v / np.linalg.norm(v, axis=1, keepdims=True)
+        adj = vn @ vn.T > tau
+        np.fill_diagonal(adj, True)
+        m = v.shape[0]
+        s = min(m, math.ceil(math.log(m) / eps**2))
+        return adj, np.random.choice(m, s, replace=False)
+
+    reps, hubs = [], []
+    for f in range(t):
+        adj, sampled = graph(x[f])
+        members, hub = _official_uf(adj, sampled, readout)
+        reps += [x[f][m].mean(0) for m in members]
+        hubs += [f * n + h for h in hub]
+    reps = np.stack(reps)
+    adj, sampled = graph(reps)
+    members2, hub2 = _official_uf(adj, sampled, readout)
+    reps2 = np.stack([reps[m].mean(0) for m in members2])
+    flat = x.reshape(t * n, d)
+    fn = flat / np.linalg.norm(flat, axis=1, keepdims=True)
+    rn = reps2 / np.linalg.norm(reps2, axis=1, keepdims=True)
+    assign = (fn @ rn.T).argmax(1)
+    out = np.stack([(reps2[k] + flat[assign == k].sum(0)) / (1 + (assign == k).sum())
+                    for k in range(len(reps2))])
+    return out, assign, np.array([hubs[h] for h in hub2]), len(reps)
+
+
+@pytest.mark.parametrize("readout", ["find", "parent"])
+@pytest.mark.parametrize("seed", [0, 7])
+def test_official_mode_replays_the_published_algorithm(readout, seed):
+    # epsilon 0.5 samples s = ceil(4 ln n) nodes: both steps sample at these sizes
+    x = clustered(6, 64, 12, 8, 0.5, seed=seed + 1)
+    tau, eps = 0.6, 0.5
+    out = vt.compress(x, "scc", tau=tau, mode="official", epsilon=eps, seed=seed,
+                      readout=readout)
+    ref_out, ref_assign, ref_anchor, ref_m1 = _official_reference(x.numpy(), tau, eps, seed,
+                                                                  readout)
+    assert out.info["spatial_tokens"] == ref_m1
+    assert out.num_tokens == len(ref_out)
+    np.testing.assert_allclose(out.tokens.numpy(), ref_out, rtol=1e-10, atol=1e-10)
+    assert out.sources.tolist() == ref_assign.tolist()
+    assert out.anchors.tolist() == ref_anchor.tolist()
+    exact = vt.compress(x, "scc", tau=tau)
+    assert out.num_tokens > exact.num_tokens  # sampling over-segments
+
+
+def test_parent_readout_drops_nodes_that_find_keeps():
+    # on a chain the ranks grow and some parent entries point at non-roots
+    x = clustered(1, 200, 6, 3, 0.9, seed=5)
+    a = vt.compress(x, "scc", tau=0.3, mode="official", epsilon=1.0, readout="find")
+    b = vt.compress(x, "scc", tau=0.3, mode="official", epsilon=1.0, readout="parent")
+    assert a.num_tokens == b.num_tokens  # the read-out changes members, not roots
+    assert not torch.equal(a.tokens, b.tokens)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_official_mode_thresholds_in_the_input_dtype(dtype):
+    x = clustered(4, 49, 32, 8, 0.9, seed=2, dtype=torch.float32).to(dtype)
+    tau = 0.45
+    out = vt.compress(x, "scc", tau=tau, mode="official", similarity="input")
+    assert out.info["similarity"] == "input" and out.tokens.dtype == dtype
+    xh = x / x.norm(dim=-1, keepdim=True)
+    m1 = 0
+    for f in range(4):
+        adj = (xh[f] @ xh[f].T > tau).numpy()  # the similarity and the threshold in dtype
+        np.fill_diagonal(adj, True)
+        m1 += connected_components(adj, directed=False)[0]
+    assert out.info["spatial_tokens"] == m1
+    float32 = vt.compress(x, "scc", tau=tau, mode="official")
+    assert float32.info["similarity"] == "float32"
+    assert torch.equal(float32.tokens, vt.compress(x, "scc", tau=tau).tokens)
+
+
+def test_official_only_options_are_refused_in_exact_mode():
+    x = clustered(2, 16, 8, 3, 0.2, seed=0, dtype=torch.float32)
+    for kw in ({"readout": "parent"}, {"similarity": "input"}):
+        with pytest.raises(ValueError, match="mode='official'"):
+            vt.compress(x, "scc", tau=0.9, **kw)
+    with pytest.raises(ValueError, match="readout"):
+        vt.compress(x, "scc", tau=0.9, mode="official", readout="raw")

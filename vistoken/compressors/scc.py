@@ -13,15 +13,18 @@ index; components sorted by hub index), per frame in the spatial step and over t
 sequence in the temporal step.
 
 Why exact components by default: the official code samples s = ceil(ln n / epsilon^2)
-nodes with an unseeded RNG and unions only edges that touch them. Below n = 3234 nodes
-(epsilon = 0.05) that is every node, so exact components *are* the official result; above
-it the official result is random and over-segmented. ``mode="official"`` reproduces the
-sampling with a seeded generator, for matching published numbers. (The official read-out
-of the union-find parent array, which silently drops a few nodes from their component's
-mean, is not reproduced: every node contributes to its component.)
+nodes with numpy's unseeded global RNG and unions only edges that touch them. Below
+n = 3234 nodes (epsilon = 0.05) that is every node, so exact components *are* the official
+result; above it the official result is random and over-segmented. ``mode="official"``
+replays the official draws from a numpy seed (``scc_official``: one draw per frame, then
+the temporal one) and, with ``readout="parent"``, the official read-out of the raw
+union-find parent array (which drops a few nodes from their component's mean); with
+``similarity="input"`` it thresholds similarities in the input's dtype (fp16/bf16) as the
+official code does (default: float32).
 
 With a budget K (``retention``), tau is searched until the count M2 is in [K, K + K // 50]
-(``scc_search``: the search and the caches that make it fast), then :func:`settle` keeps
+(``scc_search``: the forest-aimed search and the caches that make it fast, about the cost
+of one pass), then :func:`settle` keeps
 the K representatives that cover the most tokens before the final merge.
 """
 
@@ -49,12 +52,26 @@ from ..ops import (
     threshold_adjacency,
     work_dtype,
 )
-from ..ops.components import count_true, sample_mask
+from ..ops.components import count_true
 from ..ops.similarity import BLOCK_ELEMENTS
 
 DEFAULT_TAU = 0.9
 DEFAULT_EPSILON = 0.05
 MODES = ("exact", "official")
+READOUTS = ("find", "parent")
+SIMILARITIES = ("float32", "input")
+
+
+def input_dtype_unit(dtype: torch.dtype):
+    """Unit vectors in ``dtype`` (fp16/bf16), as the official code computes them from the
+    model's tokens: x / ||x|| in that dtype (a zero norm clamped, so no NaN); the
+    similarities of such vectors are matmuls, and thresholds, in that dtype."""
+
+    def unit(v: Tensor) -> Tensor:
+        h = v.to(dtype)
+        return h / h.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(dtype).tiny)
+
+    return unit
 
 
 @dataclass(frozen=True)
@@ -108,9 +125,11 @@ def spatial_step(
     return comp, hubs, reps
 
 
-def temporal_step(reps: Tensor, tau: float, sampled: Tensor | None = None):
-    """Components over the M1 spatial representatives -> comp (M1,), hubs (M2,), reps (M2, D)."""
-    graph = BlockGraph(normalize(reps), tau, sampled)
+def temporal_step(reps: Tensor, tau: float, sampled: Tensor | None = None, unit=normalize):
+    """Components over the M1 spatial representatives -> comp (M1,), hubs (M2,), reps (M2, D).
+
+    unit: the unit vectors the similarities are computed from (``normalize``: work dtype)."""
+    graph = BlockGraph(unit(reps), tau, sampled)
     comp, hubs = hub_order(graph.components(), graph.degree)
     return comp, hubs, segment_mean(reps, comp, hubs.numel())
 
@@ -122,26 +141,26 @@ def scc_structure(
     mode: str = "exact",
     epsilon: float = DEFAULT_EPSILON,
     seed: int = 0,
+    readout: str = "find",
+    unit=normalize,
 ) -> SCCStructure:
-    """Spatial then temporal step for one tau. x, xn: (T, N, D) work dtype."""
-    sampled_fn = None
-    gen = None
+    """Spatial then temporal step for one tau. x, xn: (T, N, D) work dtype.
+
+    ``mode="official"`` replays the official code's sampling (numpy's stream from ``seed``)
+    and, with ``readout="parent"``, its membership read-out (``scc_official``)."""
     if mode == "official":
-        gen = torch.Generator().manual_seed(seed)
+        from .scc_official import official_structure
 
-        def sampled_fn(b: int, n: int) -> Tensor | None:
-            return sample_mask(b, n, epsilon, gen, x.device)
-
-    comp1, hubs1, reps1 = spatial_step(x, xn, tau, sampled_fn)
+        return official_structure(x, xn, tau, epsilon, seed, readout, unit)
+    comp1, hubs1, reps1 = spatial_step(x, xn, tau)
     m1 = hubs1.numel()
-    sampled = sampled_fn(1, m1) if sampled_fn is not None else None
-    comp2, hubs2, reps2 = temporal_step(reps1, tau, None if sampled is None else sampled[0])
+    comp2, hubs2, reps2 = temporal_step(reps1, tau)
     size1 = segment_count(comp1, m1)
     support = segment_sum(size1.unsqueeze(1), comp2, hubs2.numel()).squeeze(1)
     return SCCStructure(reps2, hubs1[hubs2], support, m1)
 
 
-def final_merge(x: Tensor, xn: Tensor, reps: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def final_merge(x: Tensor, xn: Tensor, reps: Tensor, unit=normalize) -> tuple[Tensor, Tensor, Tensor]:
     """Fold every original token into its most similar representative.
 
     Args:
@@ -150,7 +169,7 @@ def final_merge(x: Tensor, xn: Tensor, reps: Tensor) -> tuple[Tensor, Tensor, Te
         out (K, D) = (rep_k + sum_{i -> k} x_i) / (1 + |{i -> k}|), assign (T*N,), counts (K,).
     """
     k = reps.shape[0]
-    assign = nearest(xn, normalize(reps))
+    assign = nearest(xn, unit(reps))
     counts = segment_count(assign, k)
     out = (reps + segment_sum(x, assign, k)) / (1 + counts).to(reps.dtype).unsqueeze(1)
     return out, assign, counts
@@ -191,7 +210,21 @@ def settle(support: Tensor, budget: int) -> Tensor:
             "a number in (0, 1]",
             "official mode: sampling error (s = ceil(ln n / eps^2) nodes)",
         ),
-        int_option("seed", 0, 0, INT64_MAX, "official mode: sampling seed"),
+        int_option("seed", 0, 0, INT64_MAX, "official mode: numpy sampling seed"),
+        choice_option(
+            "readout",
+            "find",
+            READOUTS,
+            "official mode: membership read-out (find: every node in its component; parent: "
+            "the official raw union-find parent array, which drops a few nodes)",
+        ),
+        choice_option(
+            "similarity",
+            "float32",
+            SIMILARITIES,
+            "similarity dtype (float32: float32, float64 for float64 input; input: the "
+            "input's dtype, as the official code thresholds fp16/bf16; official mode only)",
+        ),
     ),
 )
 def scc(
@@ -203,6 +236,8 @@ def scc(
     mode: str = "exact",
     epsilon: float = DEFAULT_EPSILON,
     seed: int = 0,
+    readout: str = "find",
+    similarity: str = "float32",
 ) -> Compressed:
     """LLaVA-Scissor semantic connected components (spatial, temporal, final merge).
 
@@ -211,10 +246,20 @@ def scc(
     the fewest input tokens (ties: the later one) are dropped before the final merge, so
     their tokens fold into the nearest survivor. Otherwise tau (default 0.9) sets the count.
     """
+    if mode != "official" and (readout != "find" or similarity != "float32"):
+        raise ValueError(
+            "scc: readout and similarity are options of mode='official' (got mode="
+            f"{mode!r}, readout={readout!r}, similarity={similarity!r}); exact mode accepts "
+            "only readout='find' and similarity='float32'"
+        )
     t, n, d = x.shape
     total = t * n
     xw = x.to(work_dtype(x.dtype))
     xn, norms = normalize_with_norm(xw)
+    unit = normalize
+    if similarity == "input" and x.dtype != xw.dtype:
+        unit = input_dtype_unit(x.dtype)
+        xn = unit(x)
     # Every mean below sums at most total + 1 values: pre-scale by a power of two when such
     # sums could overflow (never for ordinary inputs: scale 1.0). Cosines are unchanged.
     scale = sum_scale(float(norms.max()), total + 1, xw.dtype)
@@ -222,23 +267,16 @@ def scc(
         xw = xw * scale
 
     def structure(tau_: float) -> SCCStructure:
-        return scc_structure(xw, xn, tau_, mode, epsilon, seed)
+        return scc_structure(xw, xn, tau_, mode, epsilon, seed, readout, unit)
 
     settled, keep = 0, None
     if budget is None:
         tau = DEFAULT_TAU if tau is None else tau
         st = structure(tau)
     else:
-        from .scc_search import SearchCounter, search_tau  # (it builds on the steps above)
+        from .scc_search import PassCounter, SearchCounter, search_tau  # (builds on the above)
 
-        if mode == "exact":
-            count_at = SearchCounter(xw, xn)
-        else:
-
-            def count_at(v: float, lo: float) -> tuple[int, SCCStructure]:
-                s = structure(v)
-                return s.reps.shape[0], s
-
+        count_at = SearchCounter(xw, xn) if mode == "exact" else PassCounter(structure, xn)
         tau, count, st = search_tau(count_at, budget, total)
         settled = count - budget
         if settled > 0:
@@ -246,7 +284,7 @@ def scc(
     reps, anchors = st.reps, st.anchors
     if keep is not None:
         reps, anchors = reps[keep], anchors[keep]
-    out, assign, counts = final_merge(xw.reshape(total, d), xn.reshape(total, d), reps)
+    out, assign, counts = final_merge(xw.reshape(total, d), xn.reshape(total, d), reps, unit)
     if scale != 1.0:
         out = out / scale
     h, w = grid if grid is not None else (1, n)
@@ -262,5 +300,5 @@ def scc(
         "sizes": counts,
     }
     if mode == "official":
-        info.update(epsilon=epsilon, seed=seed)
+        info.update(epsilon=epsilon, seed=seed, readout=readout, similarity=similarity)
     return Compressed(finite_cast(out, x.dtype), assign, positions, info, anchors)

@@ -1,17 +1,21 @@
 """The tau search of SCC's retention mode, and what makes it fast.
 
 ``vt.compress(x, "scc", retention=r)`` needs the tau whose component count is at least the
-budget K and close to it. :func:`search_tau` brackets tau (interpolating in log(count),
-bisecting when one end moves twice) and calls a counter at every step; in exact mode the
-counter is :class:`SearchCounter`, which gives the structure ``scc_structure`` builds at
-that tau, bit for bit, with less work:
+budget K and close to it. :func:`search_tau` brackets tau and calls a counter at every
+step; in exact mode the counter is :class:`SearchCounter`, which gives the structure
+``scc_structure`` builds at that tau, bit for bit, with less work:
 
-- the per-frame similarities (T, N, N) are computed once (:func:`frame_similarities`) and
-  thresholded at every step instead of multiplied again;
-- once the bracket's lower end makes them few, every token pair above it is cached
-  (:class:`_TokenPairs`): a temporal representative that is a single token is that token's
-  unit vector, so edges between two such representatives are read from the cache and only
-  the rows of the multi-token representatives are multiplied.
+- the per-frame similarities (T, N, N) are computed once (:func:`frame_similarities`);
+  one maximum spanning forest per frame (single linkage, :class:`_SpatialForest`) then
+  gives the spatial step at any tau as a propagation over T*(N-1) tree edges, and the
+  spatial count M1(tau) for every tau at once;
+- the search aims with that exact M1(tau) (:func:`_aim`): only the fraction M2 / M1 kept
+  by the temporal step is interpolated between the bracket's ends, so it lands within the
+  settling band in a few steps;
+- the temporal similarities of every spatial representative seen are kept above the
+  bracket's lower end (:class:`_RepPairs`, representatives identified across taus by
+  their smallest member and size), so a step multiplies only the representatives that
+  earlier steps did not have.
 
 Search state lives in the counter object (one per call), never in module globals.
 """
@@ -24,11 +28,11 @@ import torch
 from torch import Tensor
 
 from ..ops import hub_order, normalize, row_block, segment_count, segment_mean, segment_sum
-from ..ops.components import count_true, edge_components
+from ..ops.components import count_true, edge_components, spanning_forest
 from ..ops.similarity import BLOCK_ELEMENTS
 from .scc import SCCStructure, spatial_step, temporal_step
 
-__all__ = ["SearchCounter", "frame_similarities", "search_tau"]
+__all__ = ["PassCounter", "SearchCounter", "frame_similarities", "search_tau"]
 
 # Bisection of the tau search: at most this many steps, and never finer than the float32
 # resolution of a cosine near 1 (6e-8): two taus closer than that select the same edges.
@@ -63,126 +67,228 @@ def _row_tiles(n: int, step: int) -> list[tuple[int, int]]:
     return list(zip(bounds[:-1], bounds[1:], strict=True))
 
 
-class _TokenPairs:
-    """Every token pair (i < j, over all frames) with cosine > floor, as sorted-free lists.
+class _SpatialForest:
+    """The spatial step at every tau from one maximum spanning forest per frame.
 
-    A temporal representative that is a single token is that token's unit vector, so the
-    temporal similarity of two singleton representatives is the token pair's entry here
-    (the same matmul element). ``build`` returns None when the pairs exceed the limit.
+    When the per-frame similarities are symmetric (bit for bit, as the CPU matmul gives
+    them), the components of frame t's graph at tau are those of its tree edges of weight
+    > tau (single linkage), so the spatial count M1(tau) is known for every tau at once and
+    the partition at a tau costs one edge-list propagation over T*(N-1) edges instead of
+    a dense (T, N, N) one. Degrees come from each row's sorted similarities. The result is
+    ``spatial_step``'s, bit for bit (same partition, degrees and means).
     """
 
-    def __init__(self, rows: Tensor, cols: Tensor, sims: Tensor, floor: float) -> None:
-        self.rows, self.cols, self.sims, self.floor = rows, cols, sims, floor
-        self.n_tokens = 0
+    def __init__(self, sims: Tensor) -> None:
+        t, n, _ = sims.shape
+        self.t, self.n = t, n
+        self.ei, self.ej, self.w = spanning_forest(sims)
+        self.w_sorted = self.w.sort().values
+        rows = sims.clone()
+        rows.diagonal(dim1=1, dim2=2).fill_(-torch.inf)  # the self-loop is counted apart
+        self.rows = rows.reshape(t * n, n).sort(dim=1).values
 
-    @classmethod
-    def build(cls, xf: Tensor, floor: float, limit: int) -> _TokenPairs | None:
-        n = xf.shape[0]
-        step = min(row_block(n, n, BLOCK_ELEMENTS // 2), max(256, -(-n // 16)))
-        rows, cols, sims, kept = [], [], [], 0
-        for r0, r1 in _row_tiles(n, step):
-            s = xf[r0:r1] @ xf[r0:].T
-            a = s > floor
-            a[:, : r1 - r0].triu_(1)
+    def _tau(self, tau: float, size: int = 1) -> Tensor:
+        # the threshold as a tensor of the similarities' dtype: the rounding of ``sims > tau``
+        return torch.full((size, 1), tau, dtype=self.w.dtype, device=self.w.device)
+
+    def count(self, tau: float) -> int:
+        """M1(tau): T*N minus the tree edges of weight > tau."""
+        below = torch.searchsorted(self.w_sorted, self._tau(tau).view(1), right=True)
+        return self.t * self.n - (self.w.numel() - int(below))
+
+    def step(self, x: Tensor, tau: float) -> tuple[Tensor, Tensor, Tensor]:
+        """``spatial_step(x, xn, tau)``: comp (T*N,), hubs (M1,), reps (M1, D)."""
+        t, n, d = x.shape
+        keep = self.w > tau
+        labels = edge_components(t * n, self.ei[keep], self.ej[keep])
+        le = torch.searchsorted(self.rows, self._tau(tau, t * n), right=True).squeeze(1)
+        degree = 1 + n - le
+        comp, hubs = hub_order(labels, degree)
+        return comp, hubs, segment_mean(x.reshape(t * n, d), comp, hubs.numel())
+
+
+class _RepPairs:
+    """Temporal similarities of spatial representatives, reused across the search's taus.
+
+    A spatial component is identified across taus by (smallest member, size): partitions
+    at different taus are nested, so two components that share their smallest member and
+    their size are the same set, and their means (and unit vectors) are the same bits. The
+    cache keeps every representative seen and every pair of them with similarity > floor,
+    each computed once (the same matmul elements the temporal step thresholds); a search
+    step multiplies only the representatives it has not seen, against all seen ones.
+    """
+
+    def __init__(self, floor: float, limit: int) -> None:
+        self.floor, self.limit = floor, limit
+        self.keys: Tensor | None = None  # (K,) int64, in the order seen
+        self.rn: Tensor | None = None  # (K, D) unit vectors
+        self.pa = self.pb = self.ps = None  # pairs (pa < pb) with similarity ps > floor
+        self.full = False  # the pairs exceeded the limit
+
+    def add(self, keys: Tensor, rn: Tensor) -> Tensor:
+        """Register the current representatives -> (M1,) their ids in the cache."""
+        dev = keys.device
+        if self.keys is None:
+            known = torch.full_like(keys, -1)
+            n_old = 0
+        else:
+            order = self.keys.argsort()
+            sk = self.keys[order]
+            at = torch.searchsorted(sk, keys).clamp_max(sk.numel() - 1)
+            known = torch.where(sk[at] == keys, order[at], -1)
+            n_old = self.keys.numel()
+        new = (known < 0).nonzero().squeeze(1)
+        ids = known.clone()
+        ids[new] = n_old + torch.arange(new.numel(), device=dev)
+        if new.numel() == 0:
+            return ids
+        rn_new = rn[new]
+        self.keys = keys[new] if self.keys is None else torch.cat((self.keys, keys[new]))
+        self.rn = rn_new if self.rn is None else torch.cat((self.rn, rn_new))
+        allv = self.rn
+        n_all = allv.shape[0]
+        pa, pb, ps = [], [], []
+        if self.pa is not None:
+            pa, pb, ps = [self.pa], [self.pb], [self.ps]
+        kept = 0 if self.pa is None else self.pa.numel()
+        step = max(_MIN_ROWS, row_block(new.numel(), n_all, BLOCK_ELEMENTS // 2))
+        cols = torch.arange(n_all, device=dev)
+        for r0, r1 in _row_tiles(new.numel(), step):
+            k = r1 - r0
+            rows = rn_new[r0:r1]
+            if k < _MIN_ROWS:  # the BLAS kernel of the full-size tiles (see _MIN_ROWS)
+                rows = torch.cat((rows, rows.new_zeros(_MIN_ROWS - k, rows.shape[1])))
+            sim = (rows @ allv.T)[:k]
+            me = n_old + r0 + torch.arange(k, device=dev)
+            a = sim > self.floor
+            a &= (cols.unsqueeze(0) < n_old) | (cols.unsqueeze(0) > me.unsqueeze(1))
             i, j = a.nonzero(as_tuple=True)
             kept += i.numel()
-            if kept > limit:
-                return None
-            sims.append(s[i, j])
-            rows.append((i + r0).to(torch.int32))
-            cols.append((j + r0).to(torch.int32))
-        pairs = cls(torch.cat(rows), torch.cat(cols), torch.cat(sims), floor)
-        pairs.n_tokens = n
-        return pairs
+            if kept > self.limit:
+                self.full = True
+                return ids
+            pa.append(me[i])
+            pb.append(j)
+            ps.append(sim[i, j])
+        self.pa, self.pb, self.ps = torch.cat(pa), torch.cat(pb), torch.cat(ps)
+        return ids
+
+    def temporal(self, reps: Tensor, ids: Tensor, tau: float):
+        """``temporal_step(reps, tau)`` from the cached pairs -> comp, hubs, reps2."""
+        m1 = reps.shape[0]
+        dev = reps.device
+        pos = torch.full((self.keys.numel(),), -1, dtype=torch.long, device=dev)
+        pos[ids] = torch.arange(m1, device=dev)
+        sel = self.ps > tau
+        ei, ej = pos[self.pa[sel]], pos[self.pb[sel]]
+        both = (ei >= 0) & (ej >= 0)
+        ei, ej = ei[both], ej[both]
+        degree = 1 + torch.bincount(ei, minlength=m1) + torch.bincount(ej, minlength=m1)
+        comp, hubs = hub_order(edge_components(m1, ei, ej), degree)
+        return comp, hubs, segment_mean(reps, comp, hubs.numel())
 
 
-def _temporal_from_pairs(reps: Tensor, single_token: Tensor, tau: float, pairs: _TokenPairs):
-    """``temporal_step`` with the singleton-singleton similarities read from ``pairs``.
+def aiming_forest(sims: Tensor | None) -> _SpatialForest | None:
+    """The spatial forest of per-frame similarities, or None when they were not computed
+    or are not symmetric bit for bit (then the search interpolates in log count)."""
+    if sims is None or not torch.equal(sims, sims.transpose(1, 2)):
+        return None
+    return _SpatialForest(sims)
 
-    single_token: (M1,) int64 the token of every singleton representative, -1 for the
-    others. Only the rows of the multi-token
-    representatives are multiplied (against all representatives).
-    """
-    m1 = reps.shape[0]
-    dev = reps.device
-    rn = normalize(reps)
-    single = single_token >= 0
-    rep_of_token = torch.full((int(pairs.n_tokens),), -1, dtype=torch.long, device=dev)
-    rep_of_token[single_token[single]] = torch.arange(m1, device=dev)[single]
-    sel = pairs.sims > tau
-    ri = rep_of_token[pairs.rows[sel].long()]
-    rj = rep_of_token[pairs.cols[sel].long()]
-    both = (ri >= 0) & (rj >= 0)
-    edges_i, edges_j = [ri[both]], [rj[both]]
-    multi = (~single).nonzero().squeeze(1)
-    if multi.numel():
-        step = max(_MIN_ROWS, row_block(multi.numel(), m1))
-        for c0 in range(0, multi.numel(), step):
-            rows = multi[c0 : c0 + step]
-            k = rows.numel()
-            if k < _MIN_ROWS:
-                rows_p = torch.cat((rows, rows.new_zeros(_MIN_ROWS - k)))
-                s = (rn[rows_p] @ rn.T)[:k]
-            else:
-                s = rn[rows] @ rn.T
-            a = s > tau
-            cols = torch.arange(m1, device=dev)
-            # each edge once: against a singleton, or a later multi-token representative
-            a &= single.unsqueeze(0) | (cols.unsqueeze(0) > rows.unsqueeze(1))
-            i, j = a.nonzero(as_tuple=True)
-            edges_i.append(rows[i])
-            edges_j.append(j)
-    ei, ej = torch.cat(edges_i), torch.cat(edges_j)
-    degree = 1 + torch.bincount(ei, minlength=m1) + torch.bincount(ej, minlength=m1)
-    comp, hubs = hub_order(edge_components(m1, ei, ej), degree)
-    return comp, hubs, segment_mean(reps, comp, hubs.numel())
+
+class PassCounter:
+    """count_at running a full structure pass per step (official mode), aimed with the
+    exact-mode forest: the same steps as :class:`SearchCounter` where the counts agree."""
+
+    def __init__(self, structure, xn: Tensor) -> None:
+        self.structure = structure
+        self.forest = aiming_forest(frame_similarities(xn))
+
+    def __call__(self, tau: float, lo: float) -> tuple[int, SCCStructure]:
+        st = self.structure(tau)
+        return st.reps.shape[0], st
 
 
 class SearchCounter:
-    """count_at for the exact-mode tau search: the per-frame similarities are computed once,
-    and once the bracket's lower end makes them few, the token pairs above it too; each
-    step then multiplies only the multi-token representatives. Results are those of
-    ``scc_structure`` (the same matmul elements are thresholded)."""
+    """count_at for the exact-mode tau search. Results are those of ``scc_structure`` at
+    the tau asked, bit for bit; what makes them cheap:
+
+    - the per-frame similarities are computed once, and (when symmetric) one maximum
+      spanning forest per frame gives the spatial step at any tau (:class:`_SpatialForest`)
+      and the spatial count M1(tau) for every tau (``spatial_count``, used by the search
+      to aim);
+    - the temporal similarities of every representative seen are kept above the
+      bracket's lower end (:class:`_RepPairs`), so a step multiplies only the
+      representatives that the previous steps did not have.
+    """
 
     def __init__(self, xw: Tensor, xn: Tensor) -> None:
         self.xw, self.xn = xw, xn
         self.sims = frame_similarities(xn)
-        self.pairs: _TokenPairs | None = None
-        self.tried_floor = -math.inf
+        self.forest = aiming_forest(self.sims)
+        self.pairs: _RepPairs | None = None
+        self.steps = 0
 
-    def _pairs_for(self, lo: float, m1: int) -> _TokenPairs | None:
-        t, n, d = self.xn.shape
-        total = t * n
-        # Building the cache costs about one (total x total) similarity product, as much as
-        # one temporal step at M1 ~ total; it pays off only when most representatives are
-        # single tokens (M1 >= 85% of the tokens: measured on real video features, a lower
-        # gate made the ~10% retention search slower).
-        if self.pairs is not None or self.sims is None or m1 < max(total * 17 // 20, _MIN_ROWS):
-            return self.pairs
-        if lo <= self.tried_floor:
-            return None
-        # estimate from the per-frame pairs (the diagonal excluded)
-        within = (count_true(self.sims > lo) - t * n) / max(1, t * n * (n - 1))
-        if float(within) * total * (total - 1) / 2 > _PAIR_CACHE_LIMIT:
-            return None
-        self.tried_floor = lo
-        self.pairs = _TokenPairs.build(self.xn.reshape(total, d), lo, _PAIR_CACHE_LIMIT)
-        return self.pairs
+    def spatial_count(self, tau: float) -> int | None:
+        """M1(tau) without a pass, or None when the forest is not available."""
+        return None if self.forest is None else self.forest.count(tau)
+
+    def _spatial(self, tau: float):
+        if self.forest is not None:
+            return self.forest.step(self.xw, tau)
+        return spatial_step(self.xw, self.xn, tau, sims=self.sims)
 
     def __call__(self, tau: float, lo: float) -> tuple[int, SCCStructure]:
-        xw, xn = self.xw, self.xn
-        comp1, hubs1, reps1 = spatial_step(xw, xn, tau, sims=self.sims)
+        self.steps += 1
+        comp1, hubs1, reps1 = self._spatial(tau)
         m1 = hubs1.numel()
+        total = comp1.numel()
         size1 = segment_count(comp1, m1)
-        pairs = self._pairs_for(lo, m1)
-        if pairs is not None and tau >= pairs.floor:
-            single_token = torch.where(size1 == 1, hubs1, -1)
-            comp2, hubs2, reps2 = _temporal_from_pairs(reps1, single_token, tau, pairs)
-        else:
+        p = self.pairs
+        if p is None or tau < p.floor or (p.full and lo > p.floor):
+            floor = min(lo, tau)
+            p = self.pairs = _RepPairs(floor, _PAIR_CACHE_LIMIT)
+            # estimate the pairs above the floor from the per-frame ones (diagonal out)
+            if self.sims is not None:
+                t, n = self.sims.shape[:2]
+                frac = (count_true(self.sims > floor) - t * n) / max(1, t * n * (n - 1))
+                p.full = float(frac) * m1 * (m1 - 1) / 2 > _PAIR_CACHE_LIMIT
+        first = torch.full((m1,), total, dtype=torch.long, device=comp1.device)
+        first = first.scatter_reduce(0, comp1, torch.arange(total, device=comp1.device), "amin")
+        ids = None
+        if not self.pairs.full:
+            ids = self.pairs.add(first * (total + 1) + size1, normalize(reps1))
+        if self.pairs.full:
             comp2, hubs2, reps2 = temporal_step(reps1, tau)
+        else:
+            comp2, hubs2, reps2 = self.pairs.temporal(reps1, ids, tau)
         support = segment_sum(size1.unsqueeze(1), comp2, hubs2.numel()).squeeze(1)
-        st = SCCStructure(reps2, hubs1[hubs2], support, m1)
-        return hubs2.numel(), st
+        return hubs2.numel(), SCCStructure(reps2, hubs1[hubs2], support, m1)
+
+
+def _aim(forest: _SpatialForest, lo, c_lo, hi, c_hi, target) -> float | None:
+    """The next tau of the search, aimed with the exact spatial count M1(tau).
+
+    The temporal step keeps a fraction rho(tau) = M2 / M1 of the spatial representatives;
+    log rho is interpolated linearly in tau between the bracket's ends, and the tau
+    returned is the first tree weight in (lo, hi) (where M1 steps up) at which
+    M1(tau) * rho(tau) reaches the target. None when no tree weight lies inside the
+    bracket (the partition is the same over all of it).
+    """
+    w = forest.w_sorted
+    cand = w[(w > lo) & (w < hi)]
+    if cand.numel() == 0:
+        return None
+    total = forest.t * forest.n
+    m1_lo, m1_hi = forest.count(lo), forest.count(hi)
+    g_lo = math.log(c_lo) - math.log(m1_lo)
+    g_hi = math.log(c_hi) - math.log(m1_hi)
+    m1 = total - (w.numel() - torch.searchsorted(w, cand, right=True))
+    f = (cand.double() - lo) / (hi - lo)
+    pred = m1.double().log() + g_lo + f * (g_hi - g_lo)
+    reach = (pred >= math.log(target)).nonzero()
+    at = int(reach[0]) if reach.numel() else cand.numel() - 1
+    return float(cand[at])
 
 
 def search_tau(count_at, budget: int, total: int):
@@ -190,35 +296,52 @@ def search_tau(count_at, budget: int, total: int):
 
     count_at(tau, lo) -> (count, state), lo the bracket's lower end. The count at
     tau = -1.0001 is 1 (every cosine is larger) and at 1.0001 it is T*N (no edge but
-    self-loops), so the bracket is valid.
-    Each step interpolates the bracket in log(count) (clamped to its inner 80%), and
-    bisects when the same end moved twice in a row. It stops at a count in
-    [budget, budget + budget // 50] (the rest is settled by the caller), when the bracket
-    is narrower than float32 cosine resolution, or after _SEARCH_STEPS steps.
-    Returns (tau, count, state) at the upper end of the final bracket.
+    self-loops), so the bracket is valid. When count_at knows the spatial count at every
+    tau (``SearchCounter`` with its forest), each step is aimed by :func:`_aim`; otherwise
+    it interpolates the bracket in log(count) (clamped to its inner 80%). Either way the
+    end that did not move is discounted when the same end moved twice in a row (Illinois:
+    its distance to the target halved in log count, again at every further repeat).
+    It stops at a count in [budget, budget + budget // 50] (the rest is settled by the
+    caller), when the bracket is narrower than float32 cosine resolution, or after
+    _SEARCH_STEPS steps. Returns (tau, count, state) at the upper end of the final bracket.
     """
     slack = budget // 50
-    lo, c_lo = -1.0001, 1
-    hi, c_hi, hi_state = 1.0001, total, None
-    last = []
+    target = budget + slack / 2
+    forest = getattr(count_at, "forest", None)
+    lo, c_lo = -1.0001, 1.0
+    hi, c_hi, hi_state = 1.0001, float(total), None
+    last: list[str] = []
     for _ in range(_SEARCH_STEPS):
         if hi - lo < _SEARCH_TOL:
             break
+        # Illinois: the end that stayed is pulled halfway to the target (in log count)
+        e_lo, e_hi = c_lo, c_hi
         if len(last) >= 2 and last[-1] == last[-2]:
-            f = 0.5
-        else:
-            f = (math.log(budget) - math.log(c_lo)) / (math.log(c_hi) - math.log(c_lo))
-            f = min(max(f, 0.1), 0.9)
-        mid = lo + f * (hi - lo)
+            runs = 1
+            while runs < len(last) and last[-1 - runs] == last[-1]:
+                runs += 1
+            shrink = 0.5 ** (runs - 1)
+            if last[-1] == "lo":
+                e_hi = target * (c_hi / target) ** shrink
+            else:
+                e_lo = target * (c_lo / target) ** shrink
+        mid = None
+        if forest is not None:
+            mid = _aim(forest, lo, e_lo, hi, e_hi, target)
+        if mid is None:
+            f = (math.log(target) - math.log(e_lo)) / (math.log(e_hi) - math.log(e_lo))
+            f = min(max(f, 0.1), 0.9) if forest is None else 0.5
+            mid = lo + f * (hi - lo)
         count, state = count_at(mid, lo)
         if count >= budget:
-            hi, c_hi, hi_state = mid, count, state
+            hi, c_hi, hi_state = mid, float(count), state
             last.append("hi")
             if count <= budget + slack:
                 break
         else:
-            lo, c_lo = mid, count
+            lo, c_lo = mid, float(count)
             last.append("lo")
     if hi_state is None:
-        c_hi, hi_state = count_at(hi, lo)
-    return hi, c_hi, hi_state
+        c, hi_state = count_at(hi, lo)
+        c_hi = float(c)
+    return hi, int(c_hi), hi_state

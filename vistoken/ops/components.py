@@ -89,26 +89,6 @@ def propagate(neighbor_min: Callable[[Tensor], Tensor], labels: Tensor) -> Tenso
         labels = new
 
 
-def sample_mask(
-    batch: int, n: int, epsilon: float, generator: torch.Generator, device: torch.device
-) -> Tensor | None:
-    """The official SCC node sample: s = min(n, ceil(ln n / epsilon^2)) nodes per graph.
-
-    Returns (batch, n) bool, or None when every node is sampled (then components are exact).
-    """
-    import math
-
-    # every node when ln(n) / epsilon^2 >= n (also when epsilon^2 underflows to 0)
-    if n <= 1 or epsilon * epsilon * n <= math.log(n):
-        return None
-    s = math.ceil(math.log(n) / (epsilon * epsilon))
-    if s >= n:
-        return None
-    keys = torch.rand(batch, n, generator=generator)
-    ranks = keys.argsort(dim=1).argsort(dim=1)
-    return (ranks < s).to(device)
-
-
 def threshold_adjacency(
     xn: Tensor, tau: float, sampled: Tensor | None = None
 ) -> tuple[Tensor, Tensor]:
@@ -250,3 +230,59 @@ def hub_order(labels: Tensor, degree: Tensor) -> tuple[Tensor, Tensor]:
     is_hub = hub_of_node == idx
     rank = torch.cumsum(is_hub, 0) - 1
     return rank[hub_of_node], idx[is_hub]
+
+
+def spanning_forest(sims: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """A maximum spanning tree of each of B complete graphs (single linkage), batched.
+
+    Args:
+        sims: (B, n, n) symmetric edge weights (cosine similarities), finite.
+    Returns:
+        (ei, ej, w): the B * (n - 1) tree edges as flat node indices b * n + i (ei < ej)
+        and their weights. The graph thresholded at tau (edge when weight > tau) has the
+        components of the tree edges of weight > tau, for every tau at once; graph b has
+        n - #(b's tree weights > tau) components.
+
+    Boruvka rounds: every component takes its heaviest edge to another component (ties:
+    the edge of smallest (min, max) endpoint pair, a total order, so no cycle forms) and
+    components are relabelled from the tree edges found so far; at most ceil(log2 n)
+    rounds, one host synchronisation each.
+    """
+    b, n, _ = sims.shape
+    dev = sims.device
+    bn = b * n
+    node = torch.arange(bn, device=dev).view(b, n)
+    offset = node[:, :1]
+    comp = node - offset  # within-graph label: the smallest member
+    cols = torch.arange(n, dtype=torch.int32, device=dev).expand(b, n, n)
+    ei = torch.empty(0, dtype=torch.long, device=dev)
+    ej = ei
+    for _ in range(max(1, n).bit_length() + 1):
+        same = comp.unsqueeze(2) == comp.unsqueeze(1)
+        # heaviest edge leaving each node's component; the first such column has the
+        # smallest (min, max) pair index of the row's ties
+        wo = sims.masked_fill(same, -torch.inf)
+        node_w = wo.amax(-1)
+        j = cols.masked_fill(wo != node_w.unsqueeze(2), n).amin(-1).long()
+        i = node - offset
+        node_p = torch.minimum(i, j) * n + torch.maximum(i, j)
+        comp_w = torch.full_like(node_w, -torch.inf).scatter_reduce(1, comp, node_w, "amax")
+        best = (node_w == comp_w.gather(1, comp)) & (node_w > -torch.inf)
+        big = n * n
+        comp_p = torch.full_like(comp, big).scatter_reduce(
+            1, comp, torch.where(best, node_p, big), "amin"
+        )
+        chosen = comp_p < big  # (b, n), at component labels
+        if not bool(chosen.any()):
+            break
+        g, c = chosen.nonzero(as_tuple=True)  # graph and label of each choosing component
+        p = comp_p[g, c]
+        u, v = p // n, p % n
+        # an edge chosen by both of its components is kept once (by the smaller label)
+        cu, cv = comp[g, u], comp[g, v]
+        other = torch.where(cu == c, cv, cu)
+        keep = ~((comp_p[g, other] == p) & (other < c))
+        ei = torch.cat((ei, g[keep] * n + u[keep]))
+        ej = torch.cat((ej, g[keep] * n + v[keep]))
+        comp = edge_components(bn, ei, ej).view(b, n) - offset
+    return ei, ej, sims.view(-1)[(ei // n) * n * n + (ei % n) * n + ej % n]
