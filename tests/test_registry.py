@@ -60,7 +60,8 @@ def test_the_check_normalises_values_and_fills_no_defaults():
     spec = get_method("scc")
     got = spec.check_options({"tau": torch.tensor(0.5), "seed": torch.tensor(3)})
     assert got == {"tau": 0.5, "seed": 3} and type(got["seed"]) is int
-    assert spec.defaults() == {"tau": None, "mode": "exact", "epsilon": 0.05, "seed": 0}
+    assert spec.defaults() == {"tau": None, "mode": "exact", "epsilon": 0.05, "seed": 0,
+                               "readout": "find", "similarity": "float32"}
     with pytest.raises(ValueError, match="needs retention"):
         get_method("tome").check_options({})
 
