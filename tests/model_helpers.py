@@ -23,3 +23,15 @@ def lengths_seen(model):
         with_kwargs=True,
     )
     return seen, h
+
+
+def generate(model, x, steps, **kw):
+    """Greedy generation of exactly ``steps`` tokens with each step's logits (and, passed on,
+    any other ``generate`` keyword: ``output_scores``, ``suppress_tokens``, ``pad_token_id``
+    overriding the tiny tokenizer's)."""
+    from vistoken import testing
+
+    kw.setdefault("pad_token_id", testing.PAD_ID)
+    with torch.no_grad():
+        return model.generate(**x, max_new_tokens=steps, min_new_tokens=steps, do_sample=False,
+                              output_logits=True, return_dict_in_generate=True, **kw)

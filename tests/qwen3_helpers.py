@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 
+import model_helpers
 import torch
 
 from vistoken import testing
@@ -40,17 +41,7 @@ def batch(items, side="left"):
 
 
 def generate(model, x, steps=STEPS, **kw):
-    with torch.no_grad():
-        return model.generate(
-            **x,
-            max_new_tokens=steps,
-            min_new_tokens=steps,
-            do_sample=False,
-            output_logits=True,
-            return_dict_in_generate=True,
-            pad_token_id=testing.PAD_ID,
-            **kw,
-        )
+    return model_helpers.generate(model, x, steps, **kw)
 
 
 @contextlib.contextmanager

@@ -11,6 +11,7 @@ changed logits by only 2e-3), so every comparison here is on logits.
 
 from __future__ import annotations
 
+import model_helpers
 import pytest
 import torch
 import transformers  # noqa: F401  (a test dependency: fail, never skip, without it)
@@ -94,18 +95,7 @@ def record_llm_calls(model):
 
 
 def generate(model, x, steps=STEPS, **kw):
-    with torch.no_grad():
-        return model.generate(
-            **x,
-            max_new_tokens=steps,
-            min_new_tokens=steps,
-            do_sample=False,
-            output_logits=True,
-            output_scores=True,
-            return_dict_in_generate=True,
-            pad_token_id=testing.PAD_ID,
-            **kw,
-        )
+    return model_helpers.generate(model, x, steps, output_scores=True, **kw)
 
 
 def continued_positions(prefill, new):

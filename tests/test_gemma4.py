@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 
+import model_helpers
 import pytest
 import torch
 import transformers  # noqa: F401  (a test dependency: fail, never skip, without it)
@@ -77,19 +78,9 @@ def pair(model, kind):
 
 
 def generate(model, x, steps=STEPS):
-    with torch.no_grad():
-        return model.generate(
-            **x,
-            max_new_tokens=steps,
-            min_new_tokens=steps,
-            do_sample=False,
-            output_logits=True,
-            return_dict_in_generate=True,
-            pad_token_id=testing.PAD_ID,
-            # a random model may pick a placeholder id, which the model itself then embeds
-            # as padding: keep the generated tokens plain text
-            suppress_tokens=SPECIAL,
-        )
+    # a random model may pick a placeholder id, which the model itself then embeds as
+    # padding: keep the generated tokens plain text
+    return model_helpers.generate(model, x, steps, suppress_tokens=SPECIAL)
 
 
 def record_inner(model):

@@ -4,6 +4,7 @@ uncompressed PVC control through exactly this path)."""
 
 from __future__ import annotations
 
+import model_helpers
 import pytest
 import torch
 import transformers  # noqa: F401  (a test dependency: fail, never skip, without it)
@@ -43,9 +44,8 @@ def record_llm(model):
 
 
 def generate(model, x):
-    with torch.no_grad():
-        return model.generate(**x, max_new_tokens=STEPS, min_new_tokens=STEPS, do_sample=False,
-                              output_logits=True, return_dict_in_generate=True)
+    pad = model.generation_config.pad_token_id  # PVC's own tokenizer, not the tiny one
+    return model_helpers.generate(model, x, STEPS, pad_token_id=pad)
 
 
 def test_retention_one_gives_identical_logits_and_remove_restores_them(pvc):

@@ -160,7 +160,9 @@ def scc_structure(
     return SCCStructure(reps2, hubs1[hubs2], support, m1)
 
 
-def final_merge(x: Tensor, xn: Tensor, reps: Tensor, unit=normalize) -> tuple[Tensor, Tensor, Tensor]:
+def final_merge(
+    x: Tensor, xn: Tensor, reps: Tensor, unit=normalize
+) -> tuple[Tensor, Tensor, Tensor]:
     """Fold every original token into its most similar representative.
 
     Args:

@@ -33,7 +33,6 @@ import torch
 from torch import Tensor
 
 
-
 def sample_size(n: int, epsilon: float) -> int:
     """The official sample size s = min(n, ceil(ln n / epsilon^2)) (0 for n <= 1)."""
     if n <= 1:
