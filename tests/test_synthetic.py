@@ -200,20 +200,26 @@ def test_colour_at_time_from_pixels():
 
 
 def test_order_from_pixels():
+    import re
+
     for s in per_type("order", 8):
-        c = question_colour(s.question)
-        mask = colour_mask(s.frames, PALETTE[c])
-        area = mask.sum((1, 2))
-        t1 = int(np.argmax(area > 0))
-        assert area[t1] > 0 and (area[:t1] == 0).all()
-        ys, xs = np.nonzero(mask[t1])
-        fill = area[t1] / ((ys.max() - ys.min() + 1) * (xs.max() - xs.min() + 1))
-        first = "square" if fill == 1.0 else "circle"
-        if first == "circle":
-            assert fill < 0.9
-        assert first == s.answer
-        # the other one shows up later, and both are there at the end
-        assert area[-1] > area[t1]
+        # the question names each object by its own colour: "the red square or the blue circle"
+        named = dict(re.findall(r"the (\w+) (square|circle)", s.question))
+        named = {shape: colour for colour, shape in named.items()}
+        assert set(named) == {"square", "circle"} and named["square"] != named["circle"]
+        onset = {}
+        for shape, colour in named.items():
+            mask = colour_mask(s.frames, PALETTE[colour])
+            area = mask.sum((1, 2))
+            t = int(np.argmax(area > 0))
+            assert area[t] > 0 and (area[:t] == 0).all() and area[-1] > 0  # there to the end
+            ys, xs = np.nonzero(mask[t])
+            fill = area[t] / ((ys.max() - ys.min() + 1) * (xs.max() - xs.min() + 1))
+            # the object of that colour has the shape the question gives it
+            assert (fill == 1.0) if shape == "square" else (fill < 0.9), (shape, fill)
+            onset[shape] = t
+        assert onset["square"] != onset["circle"]
+        assert min(onset, key=onset.get) == s.answer
 
 
 def test_count_flashes_from_pixels():

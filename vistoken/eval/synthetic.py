@@ -13,7 +13,7 @@ qtype              question / answers                                           
                    shows in one frame only: which digit? ``"0"`` .. ``"9"``
 ``colour_at_time`` a square changes colour: what colour was it in the first /   1/4 = 0.25
                    last frame? ``red``, ``green``, ``blue``, ``yellow``
-``order``          a square and a circle of one colour appear at different      1/2 = 0.5
+``order``          a square and a circle of two colours appear at different     1/2 = 0.5
                    times: which appeared first? ``square``, ``circle``
 ``count``          how many times did the circle flash yellow? ``"1"`` .. ``"5"``  1/5 = 0.2
 ``motion``         which way did the object move? ``left``, ``right``, ``up``,  1/4 = 0.25
@@ -65,6 +65,7 @@ __all__ = [
     "PALETTE",
     "QTYPES",
     "SPLITS",
+    "VERSION",
     "VOCAB",
     "Sample",
     "answer_from_scene",
@@ -75,6 +76,12 @@ __all__ = [
     "sample",
     "sample_seed",
 ]
+
+#: The benchmark's version: what a sample of a (split, index, type, seed) looks like. 2 (from
+#: 2026-12-01): the ``order`` objects have two colours, named in the question (in 1 they
+#: shared one, and told apart by shape alone, which the reference tower barely resolves at
+#: 8-18 px: order stayed at chance); the other types are unchanged.
+VERSION = 2
 
 #: The question types, in the round-robin order of :func:`dataset`.
 QTYPES: tuple[str, ...] = ("detail", "colour_at_time", "order", "count", "motion", "image_detail")
@@ -366,7 +373,10 @@ def _scene(qtype: str, answer: str, rng: np.random.Generator, frames: int, size:
         scene["colours"] = seq
         question = f"What colour was the square in the {ask} frame?"
     elif qtype == "order":
-        colour = str(rng.choice(tuple(PALETTE)))
+        # two colours: at 8-16 px a circle and a square differ in a few corner pixels, which
+        # a small tower barely resolves (v1 used one colour for both: order was at chance)
+        cols = [str(c) for c in rng.choice(tuple(PALETTE), 2, replace=False)]
+        colour_of = {"square": cols[0], "circle": cols[1]}
         t1 = int(rng.integers(0, frames - 2))  # the first one shows alone for >= 1 frame
         t2 = int(rng.integers(t1 + 1, frames - 1))
         onsets = {answer: t1, ("circle" if answer == "square" else "square"): t2}
@@ -378,10 +388,12 @@ def _scene(qtype: str, answer: str, rng: np.random.Generator, frames: int, size:
             y = int(rng.integers(0, size - ext + 1))
             scene["objects"].append({
                 "name": shape, "shape": shape, "extent": ext, "xy": _static(x, y, frames),
-                "colour": [colour if t >= onsets[shape] else None for t in range(frames)],
+                "colour": [colour_of[shape] if t >= onsets[shape] else None
+                           for t in range(frames)],
             })
         scene["onsets"] = onsets
-        question = f"Which appeared first: the {colour} square or the {colour} circle?"
+        question = (f"Which appeared first: the {colour_of['square']} square or the "
+                    f"{colour_of['circle']} circle?")
     elif qtype == "count":
         n = int(answer)
         base = str(rng.choice([c for c in PALETTE if c != FLASH]))

@@ -120,7 +120,10 @@ def _media_dir(task_dir: Path) -> Path:
 
 def media_path(doc: dict[str, Any], task_dir: str | Path) -> Path:
     """The local video file of a video document, rendered on first use."""
-    name = (f"{doc['split']}-s{doc['seed']}-{doc['qtype']}-{doc['index']}"
+    from ..eval.synthetic import VERSION
+
+    # the benchmark's version in the name: a cache of an older one is never reused
+    name = (f"v{VERSION}-{doc['split']}-s{doc['seed']}-{doc['qtype']}-{doc['index']}"
             f"-{doc['frames']}x{doc['size']}.mkv")
     path = _media_dir(Path(task_dir)) / name
     if not path.is_file():
