@@ -307,3 +307,36 @@ def test_qwen3_5_27b_preset_and_fastv_layer():
         from vistoken.flops import LLM
 
         LLM("bad", 8, 16, 2, 2, 1, 4, 10, ("full_attention",))
+
+
+def _matmuls_of_the_real_layers(model, n):
+    """Exact-formula FLOPs of a Gemma 4 LLM on n tokens, read off its modules: every Linear
+    the layer has (shared-KV layers have no k/v projections), the attention pairs each layer
+    meets (sliding layers at most ``sliding_window`` keys) and the last token's lm_head."""
+    text = model.config.text_config
+    total = 0
+    for layer in model.model.language_model.layers:
+        attn = layer.self_attn
+        total += sum(n * m.in_features * m.out_features for m in layer.modules()
+                     if isinstance(m, torch.nn.Linear))
+        w = text.sliding_window if attn.is_sliding else n
+        pairs = sum(min(i + 1, w) for i in range(n))
+        total += 2 * pairs * attn.q_proj.out_features  # scores and the weighted sum
+    return total + text.hidden_size * text.vocab_size
+
+
+@pytest.mark.parametrize("n_visual", [10, 40])  # inside and beyond the 16-token window
+def test_gemma4_layers_counted_each_with_its_own_shape(n_visual):
+    from vistoken import testing
+
+    model = testing.tiny_gemma4()
+    llm = resolve(model.config).llm
+    # the full-attention layers are wider, the last two reuse earlier layers' keys/values
+    assert {h for _, _, h in llm.layer_heads} == {16, 32} and llm.kv_shared_layers == 2
+    got = prefill_flops(model.config, n_visual, 6, formula="exact")
+    assert got == _matmuls_of_the_real_layers(model, n_visual + 6)
+    # the paper's formula needs only the width: defined, and unchanged by the layer shapes
+    d, m = llm.hidden_size, llm.intermediate_size
+    n = n_visual + 6
+    assert prefill_flops(model.config, n_visual, 6) == 6 * (4 * n * d * d + 2 * n * n * d
+                                                            + 2 * n * d * m)

@@ -33,6 +33,16 @@ with H heads, G key/value heads, head size h (``head_dim``, default d/H)::
     gated MLP            3 * n*d*m                  gate, up, down
     plus once: lm_head for the last token only: d*V (vocabulary size V)
 
+Layers of different attention shapes (Gemma 4: full-attention layers with their own head_dim
+and KV heads, ``LLM.layer_heads``) are counted each with its own H, G, h; the last
+``LLM.kv_shared_layers`` layers (Gemma 4's ``num_kv_shared_layers``) reuse earlier layers'
+keys and values and count no k, v projections; Per-Layer Embeddings of width p
+(``LLM.per_layer_input``, Gemma's ``hidden_size_per_layer_input``) add 2*n*d*p per layer.
+A sliding-attention layer (window w: ``LLM.sliding_window``) counts min(i + 1, w) keys for
+query i under "exact" (the "fastv" formula, as printed, knows no windows). Not modelled:
+mixture-of-experts MLPs (counted as dense) and the model-level projection that makes the
+Per-Layer Embeddings.
+
 The causal attention counts the lower triangle (n*(n+1)/2 query-key pairs), as causal
 kernels (FlashAttention, SDPA) skip the masked half; fastv counts the full square.
 
@@ -114,6 +124,15 @@ class LLM:
     layer_types: tuple[str, ...] = ()
     linear: LinearAttention | None = None
     gated_attention: bool = False  # q_proj also gives a per-head output gate (Qwen3.5)
+    #: (query heads, key/value heads, head_dim) per layer where layers differ (Gemma 4's
+    #: full-attention layers are wider); empty: every layer has the global shape
+    layer_heads: tuple[tuple[int, int, int], ...] = ()
+    #: the last this-many layers reuse earlier layers' keys and values (no k/v projections)
+    kv_shared_layers: int = 0
+    #: keys a query of a sliding-attention layer meets at most (itself included)
+    sliding_window: int = 0
+    #: width p of Gemma's Per-Layer Embeddings: each layer gates them in (d x p, p x d)
+    per_layer_input: int = 0
 
     def __post_init__(self) -> None:
         if self.layer_types:
@@ -122,18 +141,34 @@ class LLM:
                     f"{self.name}: {len(self.layer_types)} layer_types for "
                     f"{self.num_hidden_layers} layers"
                 )
-            unknown = set(self.layer_types) - {"full_attention", LINEAR}
+            unknown = set(self.layer_types) - {"full_attention", SLIDING, LINEAR}
             if unknown:
                 raise ValueError(
                     f"{self.name}: unknown layer types {sorted(unknown)}; the cost model knows "
-                    f"'full_attention' and '{LINEAR}'"
+                    f"'full_attention', '{SLIDING}' and '{LINEAR}'"
                 )
+            if SLIDING in self.layer_types and not self.sliding_window:
+                raise ValueError(f"{self.name}: sliding-attention layers need sliding_window=")
             if LINEAR in self.layer_types and self.linear is None:
                 raise ValueError(f"{self.name}: linear-attention layers need linear=")
+        if self.layer_heads and len(self.layer_heads) != self.num_hidden_layers:
+            raise ValueError(
+                f"{self.name}: {len(self.layer_heads)} layer_heads for "
+                f"{self.num_hidden_layers} layers"
+            )
+        if not 0 <= self.kv_shared_layers <= self.num_hidden_layers:
+            raise ValueError(f"{self.name}: kv_shared_layers must be in [0, "
+                             f"{self.num_hidden_layers}], got {self.kv_shared_layers}")
 
     @property
     def kv_dim(self) -> int:
         return self.num_key_value_heads * self.head_dim
+
+    def heads(self, i: int) -> tuple[int, int, int]:
+        """(query heads, key/value heads, head_dim) of layer ``i``."""
+        if self.layer_heads:
+            return self.layer_heads[i]
+        return self.num_attention_heads, self.num_key_value_heads, self.head_dim
 
     def kinds(self) -> tuple[str, ...]:
         """Each layer's kind ("full_attention" for all when ``layer_types`` is empty)."""
@@ -141,6 +176,7 @@ class LLM:
 
 
 LINEAR = "linear_attention"
+SLIDING = "sliding_attention"
 
 
 @dataclass(frozen=True)
@@ -361,10 +397,21 @@ def _llm_from_config(cfg: Any, what: str) -> LLM:
             raise ValueError(f"{what}.{name} must be an integer >= 1, got {value!r}")
         return value
 
+    from .models._hf import kv_shared_layers, per_layer_attention
+
     d = get("hidden_size")
     heads = get("num_attention_heads")
     layers = get("num_hidden_layers")
+    per_layer = per_layer_attention(cfg)
+    if per_layer:
+        # a heterogeneous config refuses its global head_dim / num_key_value_heads: layer 0's
+        heads, kv_heads, head_dim = per_layer[0]
+    else:
+        kv_heads, head_dim = get("num_key_value_heads", heads), get("head_dim", d // heads)
     kinds = tuple(str(k) for k in (getattr(cfg, "layer_types", None) or ()))
+    window = getattr(cfg, "sliding_window", None) or 0
+    if not isinstance(window, int) or isinstance(window, bool) or window < 0:
+        raise ValueError(f"{what}.sliding_window must be an integer >= 0, got {window!r}")
     linear = None
     if LINEAR in kinds:
         linear = LinearAttention(
@@ -379,13 +426,17 @@ def _llm_from_config(cfg: Any, what: str) -> LLM:
         intermediate_size=get("intermediate_size"),
         num_hidden_layers=layers,
         num_attention_heads=heads,
-        num_key_value_heads=get("num_key_value_heads", heads),
-        head_dim=get("head_dim", d // heads),
+        num_key_value_heads=kv_heads,
+        head_dim=head_dim,
         vocab_size=get("vocab_size", 1),
-        layer_types=kinds if LINEAR in kinds else (),
+        layer_types=kinds if (LINEAR in kinds or (SLIDING in kinds and window)) else (),
+        sliding_window=window if SLIDING in kinds else 0,
+        per_layer_input=int(getattr(cfg, "hidden_size_per_layer_input", 0) or 0),
         linear=linear,
         gated_attention=bool(getattr(cfg, "attn_output_gate", False))
         or "qwen3_5" in str(getattr(cfg, "model_type", "")),
+        layer_heads=tuple(per_layer) if per_layer and len(set(per_layer)) > 1 else (),
+        kv_shared_layers=kv_shared_layers(cfg),
     )
 
 
@@ -410,8 +461,9 @@ def _count(value: Any, name: str) -> int:
     return value
 
 
-def _layer_flops(llm: LLM, n: int, formula: str, kind: str = "full_attention") -> int:
-    """Matmul FLOPs (multiply-adds) of one decoder layer of ``kind`` on ``n`` tokens."""
+def _layer_flops(llm: LLM, n: int, formula: str, kind: str = "full_attention",
+                 i: int = 0) -> int:
+    """Matmul FLOPs (multiply-adds) of decoder layer ``i`` (of ``kind``) on ``n`` tokens."""
     d, m = llm.hidden_size, llm.intermediate_size
     if kind == LINEAR:
         la = llm.linear
@@ -423,10 +475,16 @@ def _layer_flops(llm: LLM, n: int, formula: str, kind: str = "full_attention") -
         return mixer + recurrence + mlp
     if formula == "fastv":
         return 4 * n * d * d + 2 * n * n * d + 2 * n * d * m
-    attn = llm.num_attention_heads * llm.head_dim
-    proj = (3 if llm.gated_attention else 2) * n * d * attn + 2 * n * d * llm.kv_dim
-    pairs = n * (n + 1) // 2  # causal: query i attends to keys 0..i
-    return proj + 2 * pairs * attn + 3 * n * d * m
+    h, g, hd = llm.heads(i)
+    attn = h * hd
+    shared = i >= llm.num_hidden_layers - llm.kv_shared_layers  # keys/values reused
+    proj = (3 if llm.gated_attention else 2) * n * d * attn + (0 if shared else 2 * n * d * g * hd)
+    w = llm.sliding_window if kind == SLIDING else 0
+    if w and n > w:  # query i attends to keys max(0, i - w + 1)..i
+        pairs = w * (w + 1) // 2 + (n - w) * w
+    else:
+        pairs = n * (n + 1) // 2  # causal: query i attends to keys 0..i
+    return proj + 2 * pairs * attn + 3 * n * d * m + 2 * n * d * llm.per_layer_input
 
 
 def vision_flops(tower: VisionTower, frames: int) -> int:
@@ -495,7 +553,7 @@ def prefill_flops(
                 f"layer must be an integer in [0, {layers}] (the LLM's layer count), got {k!r}"
             )
         total = sum(
-            _layer_flops(llm, full if i < k else kept, formula, kind)
+            _layer_flops(llm, full if i < k else kept, formula, kind, i)
             for i, kind in enumerate(llm.kinds())
         )
     else:
@@ -505,7 +563,8 @@ def prefill_flops(
                 f"layer is FastV's pruning layer: give it with method='fastv', "
                 f"not method={method!r}"
             )
-        total = sum(_layer_flops(llm, kept, formula, kind) for kind in llm.kinds())
+        total = sum(_layer_flops(llm, kept, formula, kind, i)
+                    for i, kind in enumerate(llm.kinds()))
     if formula == "exact" and full > 0:
         total += llm.hidden_size * llm.vocab_size  # lm_head, last token only
 

@@ -425,3 +425,31 @@ def gemma4_per_layer_inputs(inner: Any, input_ids: Tensor) -> Tensor | None:
     special = torch.tensor([i for i in ids if i is not None], device=input_ids.device)
     plain = input_ids.masked_fill(torch.isin(input_ids, special), text.config.pad_token_id)
     return text.get_per_layer_inputs(plain, None)
+
+
+def per_layer_attention(text_config: Any) -> list[tuple[int, int, int]] | None:
+    """(query heads, key/value heads, head_dim) of every decoder layer where a config gives
+    layers different attention shapes (Gemma 4: its full-attention layers have their own
+    head_dim and KV heads), else None.
+
+    transformers >= 5.2x keeps such overrides in ``per_layer_config`` (a heterogeneous config,
+    whose global ``head_dim`` then refuses to be read); older releases name them
+    ``global_head_dim`` / ``num_global_key_value_heads`` beside ``layer_types``.
+    """
+    if getattr(text_config, "is_heterogeneous", False):
+        return [(int(c.num_attention_heads), int(c.num_key_value_heads), int(c.head_dim))
+                for c in text_config.per_layer_config]
+    wide = getattr(text_config, "global_head_dim", None)
+    kinds = getattr(text_config, "layer_types", None)
+    if not wide or not kinds:
+        return None
+    h, g = int(text_config.num_attention_heads), int(text_config.num_key_value_heads)
+    g_full = int(getattr(text_config, "num_global_key_value_heads", None) or g)
+    return [(h, g_full, int(wide)) if k == "full_attention" else (h, g, int(text_config.head_dim))
+            for k in kinds]
+
+
+def kv_shared_layers(text_config: Any) -> int:
+    """How many last decoder layers reuse an earlier layer's keys and values (Gemma 4's
+    ``num_kv_shared_layers``): they compute no k/v projections of their own."""
+    return int(getattr(text_config, "num_kv_shared_layers", 0) or 0)
