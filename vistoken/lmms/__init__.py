@@ -28,6 +28,9 @@ MODELS: dict[str, tuple[str, str]] = {
     "vistoken_llava_onevision": ("VistokenLlavaOnevision", "llava_hf (simple)"),
     "vistoken_qwen2_vl": ("VistokenQwen2VL", "qwen2_vl (simple)"),
     "vistoken_qwen2_5_vl": ("VistokenQwen2_5VL", "qwen2_5_vl (simple)"),
+    "vistoken_qwen3_vl": ("VistokenQwen3VL", "qwen3_vl (simple)"),
+    "vistoken_qwen3_5": ("VistokenQwen3_5", "qwen3_5 (simple)"),
+    "vistoken_gemma4": ("VistokenGemma4", "gemma4 (simple)"),
 }
 
 

@@ -21,15 +21,26 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from lmms_eval.models.simple.gemma4 import Gemma4
 from lmms_eval.models.simple.llava_hf import LlavaHf
 from lmms_eval.models.simple.qwen2_5_vl import Qwen2_5_VL
 from lmms_eval.models.simple.qwen2_vl import Qwen2_VL
+from lmms_eval.models.simple.qwen3_5 import Qwen3_5
+from lmms_eval.models.simple.qwen3_vl import Qwen3_VL
 
 from .metrics import Recorder
 from .options import VtArgError, split_model_args
 from .report import publish
 
-__all__ = ["VistokenLlavaOnevision", "VistokenMixin", "VistokenQwen2VL", "VistokenQwen2_5VL"]
+__all__ = [
+    "VistokenGemma4",
+    "VistokenLlavaOnevision",
+    "VistokenMixin",
+    "VistokenQwen2VL",
+    "VistokenQwen2_5VL",
+    "VistokenQwen3VL",
+    "VistokenQwen3_5",
+]
 
 log = logging.getLogger(__name__)
 
@@ -108,3 +119,25 @@ class VistokenQwen2_5VL(VistokenMixin, Qwen2_5_VL):
     """``vistoken_qwen2_5_vl``: lmms-eval's simple ``qwen2_5_vl`` with a vistoken compressor."""
 
     _vt_family = "qwen2_5_vl"
+
+
+class VistokenQwen3VL(VistokenMixin, Qwen3_VL):
+    """``vistoken_qwen3_vl``: lmms-eval's simple ``qwen3_vl`` (Qwen3-VL, dense and MoE) with a
+    vistoken compressor."""
+
+    _vt_family = "qwen3_vl"
+
+
+class VistokenQwen3_5(VistokenMixin, Qwen3_5):
+    """``vistoken_qwen3_5``: lmms-eval's simple ``qwen3_5`` (Qwen3.5) with a vistoken
+    compressor. lmms-eval's ``enable_thinking`` defaults to true there: it keeps only what
+    follows ``</think>``, an empty answer for a model that does not think first."""
+
+    _vt_family = "qwen3_5"
+
+
+class VistokenGemma4(VistokenMixin, Gemma4):
+    """``vistoken_gemma4``: lmms-eval's simple ``gemma4`` (Gemma 4) with a vistoken
+    compressor."""
+
+    _vt_family = "gemma4"
