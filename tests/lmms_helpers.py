@@ -21,7 +21,7 @@ def _until_cut_strip(text: str) -> str:
 
 
 def _as_is(text: str) -> str:
-    """qwen3_vl / qwen3_5 / gemma4: they drop a "\\n\\n" stop string and keep the text."""
+    """qwen3_vl / qwen3_5 / gemma4 drop a "\\n\\n" stop string; internvl_hf has none."""
     return text
 
 
@@ -46,8 +46,8 @@ class Family:
 #: qwen_vl_utils resizes to multiples of 28 (Qwen2/2.5) or 32 (Qwen3): max_pixels=1024 gives
 #: 28x28 (then 32x32 in the processor) or 32x32 frames and images: 16 tokens each, or per
 #: two frames of a video (4 frames: the video's 2 s at qwen_vl_utils' 2 fps, or nframes)
-_QWEN2 = "device=cpu,device_map=cpu,max_pixels=1024,min_pixels=256"
-_QWEN3 = "device=cpu,device_map=cpu,max_pixels=1024,min_pixels=256,max_num_frames=4"
+_QWEN2 = "device_map=cpu,max_pixels=1024,min_pixels=256"
+_QWEN3 = "device_map=cpu,max_pixels=1024,min_pixels=256,max_num_frames=4"
 
 FAMILIES = {
     f.name: f
@@ -62,7 +62,10 @@ FAMILIES = {
         Family("qwen3_5", "qwen3_5", "tiny_qwen3_5", ("tiny_qwen3_processor",),
                torch.bfloat16, _QWEN3 + ",total_pixels=2048,enable_thinking=false"),
         Family("gemma4", "gemma4", "tiny_gemma4", ("tiny_gemma4_processor",),
-               torch.bfloat16, "device=cpu,device_map=cpu,max_soft_tokens=70,max_num_frames=4"),
+               torch.bfloat16, "device_map=cpu,max_soft_tokens=70,max_num_frames=4"),
+        # a chat wrapper: lmms-eval builds its messages from the task's visual and text
+        Family("internvl", "internvl_hf", "tiny_internvl", ("tiny_processor", "internvl"),
+               torch.bfloat16, "device_map=cpu,num_frames=4"),
     ]
 }
 

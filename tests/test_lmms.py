@@ -61,8 +61,9 @@ def test_plugin_imports_without_lmms_eval():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=ROOT, check=True).stdout
-    assert ("['vistoken_gemma4', 'vistoken_llava_onevision', 'vistoken_qwen2_5_vl', "
-            "'vistoken_qwen2_vl', 'vistoken_qwen3_5', 'vistoken_qwen3_vl']") in out
+    assert ("['vistoken_gemma4', 'vistoken_internvl', 'vistoken_llava_onevision', "
+            "'vistoken_qwen2_5_vl', 'vistoken_qwen2_vl', 'vistoken_qwen3_5', "
+            "'vistoken_qwen3_vl']") in out
     assert "wrappers need lmms-eval: blocked: lmms_eval" in out
 
 
@@ -416,7 +417,7 @@ def family_runs(tmp_path_factory):
     return run
 
 
-FAMILY_NAMES = ["qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_5", "gemma4"]
+FAMILY_NAMES = ["qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_5", "gemma4", "internvl"]
 
 
 def _visual_count(model, ids):

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from lmms_eval.models.chat.internvl_hf import InternVLHf
 from lmms_eval.models.simple.gemma4 import Gemma4
 from lmms_eval.models.simple.llava_hf import LlavaHf
 from lmms_eval.models.simple.qwen2_5_vl import Qwen2_5_VL
@@ -34,6 +35,7 @@ from .report import publish
 
 __all__ = [
     "VistokenGemma4",
+    "VistokenInternVL",
     "VistokenLlavaOnevision",
     "VistokenMixin",
     "VistokenQwen2VL",
@@ -141,3 +143,13 @@ class VistokenGemma4(VistokenMixin, Gemma4):
     compressor."""
 
     _vt_family = "gemma4"
+
+
+class VistokenInternVL(VistokenMixin, InternVLHf):
+    """``vistoken_internvl``: lmms-eval's ``internvl_hf``, its one wrapper of transformers'
+    ``InternVLForConditionalGeneration`` (``OpenGVLab/InternVL3_5-8B-HF`` and the other
+    ``-HF`` checkpoints), with a vistoken compressor. A chat wrapper (lmms-eval builds the
+    messages from the task's ``doc_to_visual`` and ``doc_to_text``); its ``internvl2`` /
+    ``internvl3`` wrappers run the remote-code models instead."""
+
+    _vt_family = "internvl"
