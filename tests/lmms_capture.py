@@ -6,13 +6,17 @@
 moved to the CPU) and its output sequences are appended to a list that is saved to
 ``OUT.pt`` after every call. The tests feed the same keywords to the same checkpoint with
 ``vt.apply`` outside lmms-eval and compare the outputs, whatever preprocessing (chat
-template, frame sampling, resizing) the family's wrapper did. Test support only.
+template, frame sampling, resizing) the family's wrapper did. Where torchcodec cannot decode
+video (no FFmpeg libraries), every video processor decodes video files with PyAV, as
+vistoken's ``vistoken_gemma4`` / ``vistoken_internvl`` do there, so lmms-eval's own
+wrappers of those families run too. Test support only.
 """
 
 from __future__ import annotations
 
 import runpy
 import sys
+from pathlib import Path
 
 
 def _cpu(value):
@@ -31,7 +35,8 @@ def main() -> None:
     import torch
     from transformers import GenerationMixin
 
-    out_path, args = sys.argv[1], sys.argv[2:]
+    out_path, args = Path(sys.argv[1]), sys.argv[2:]
+    out_path.parent.mkdir(parents=True, exist_ok=True)
     calls: list[dict] = []
     original = GenerationMixin.generate
 
@@ -45,6 +50,15 @@ def main() -> None:
         return out
 
     GenerationMixin.generate = generate
+    from vistoken.models._hf import pyav_fetch_videos, torchcodec_usable
+
+    if not torchcodec_usable():  # lmms-eval's own gemma4 / internvl_hf could not read a video
+        from transformers.video_processing_utils import BaseVideoProcessor
+
+        def fetch_videos(self, urls, sample_indices_fn=None):
+            return pyav_fetch_videos(urls, sample_indices_fn)
+
+        BaseVideoProcessor.fetch_videos = fetch_videos
     sys.argv = ["lmms_eval", *args]
     runpy.run_module("lmms_eval", run_name="__main__", alter_sys=True)
 

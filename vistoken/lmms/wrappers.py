@@ -51,6 +51,9 @@ class VistokenMixin:
     """vistoken's part of every wrapper (put it before lmms-eval's class)."""
 
     _vt_family = ""
+    #: the base wrapper hands its processor video paths: decode them with PyAV when
+    #: torchcodec cannot (transformers 5.x has no other decoder for them)
+    _vt_pyav_videos = False
 
     def __init__(self, **kwargs: Any) -> None:
         try:
@@ -61,6 +64,11 @@ class VistokenMixin:
         self.vt_model_args = dict(rest)
         super().__init__(**rest)
         import vistoken as vt
+        from vistoken.models._hf import decode_videos_with_pyav
+
+        if self._vt_pyav_videos and decode_videos_with_pyav(getattr(self, "processor", None)):
+            log.warning("vistoken: torchcodec cannot decode videos here: %s's processor "
+                        "decodes video files with PyAV", type(self).__name__)
 
         model = self.model  # the unwrapped transformers model
         self.vt_handle = None
@@ -143,6 +151,7 @@ class VistokenGemma4(VistokenMixin, Gemma4):
     compressor."""
 
     _vt_family = "gemma4"
+    _vt_pyav_videos = True
 
 
 class VistokenInternVL(VistokenMixin, InternVLHf):
@@ -153,3 +162,4 @@ class VistokenInternVL(VistokenMixin, InternVLHf):
     ``internvl3`` wrappers run the remote-code models instead."""
 
     _vt_family = "internvl"
+    _vt_pyav_videos = True
