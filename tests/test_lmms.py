@@ -474,9 +474,9 @@ def test_family_scc_drops_tokens_and_answers_as_vt_apply(family_runs, name):
     as the wrapper does), and the report's visual tokens after are the budgets vt.apply
     gave (``budget_for(0.25, n)`` per compressed video)."""
     import torch
+    from lmms_helpers import FAMILIES, load_checkpoint
 
     import vistoken as vt
-    from lmms_helpers import FAMILIES, load_checkpoint
     from vistoken.core import budget_for
 
     fam = FAMILIES[name]

@@ -442,7 +442,8 @@ def pyav_fetch_videos(video_url_or_urls: Any, sample_indices_fn: Callable | None
     from transformers.video_utils import load_video
 
     if isinstance(video_url_or_urls, list):
-        return list(zip(*[pyav_fetch_videos(x, sample_indices_fn) for x in video_url_or_urls]))
+        fetched = [pyav_fetch_videos(x, sample_indices_fn) for x in video_url_or_urls]
+        return list(zip(*fetched, strict=True))  # (frames, metadata) pairs
     return load_video(video_url_or_urls, backend="pyav", sample_indices_fn=sample_indices_fn)
 
 
