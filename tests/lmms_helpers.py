@@ -21,8 +21,14 @@ def _until_cut_strip(text: str) -> str:
 
 
 def _as_is(text: str) -> str:
-    """qwen3_vl / qwen3_5 / gemma4 drop a "\\n\\n" stop string; internvl_hf has none."""
+    """qwen3_vl / qwen3_5 / gemma4 drop a "\\n\\n" stop string and keep the text."""
     return text
+
+
+def _stripped(text: str) -> str:
+    """internvl_hf (chat): its logged answer is the text without surrounding whitespace (seen
+    on the tiny checkpoint, which answers "\\n" x 4, logged as "")."""
+    return text.strip()
 
 
 @dataclass(frozen=True)
@@ -65,7 +71,7 @@ FAMILIES = {
                torch.bfloat16, "device_map=cpu,max_soft_tokens=70,max_num_frames=4"),
         # a chat wrapper: lmms-eval builds its messages from the task's visual and text
         Family("internvl", "internvl_hf", "tiny_internvl", ("tiny_processor", "internvl"),
-               torch.bfloat16, "device_map=cpu,num_frames=4"),
+               torch.bfloat16, "device_map=cpu,num_frames=4", _stripped),
     ]
 }
 
