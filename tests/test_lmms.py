@@ -432,9 +432,11 @@ def _visual_count(model, ids):
 
 
 def _doc_of(call, tokenizer, docs):
-    """The document a generate call answers: the one whose question its prompt holds."""
-    prompt = tokenizer.decode(call["kwargs"]["input_ids"][0])
-    found = [d["doc_id"] for d in docs if d["question"] in prompt]
+    """The document a generate call answers: the one whose question its prompt holds
+    (compared without whitespace: the tiny character-level tokenizer decodes with a space
+    between tokens)."""
+    prompt = "".join(tokenizer.decode(call["kwargs"]["input_ids"][0]).split())
+    found = [d["doc_id"] for d in docs if "".join(d["question"].split()) in prompt]
     assert len(found) == 1, (found, prompt)
     return found[0]
 
