@@ -23,11 +23,16 @@ from typing import Any
 
 __all__ = ["MODELS", "manifests"]
 
-#: model id -> (the wrapper's class in vistoken.lmms.wrappers, the lmms-eval wrapper it builds on)
+#: model id -> (the wrapper's class in vistoken.lmms.wrappers, the lmms-eval wrapper it builds
+#: on and whether that one is a simple or a chat wrapper)
 MODELS: dict[str, tuple[str, str]] = {
     "vistoken_llava_onevision": ("VistokenLlavaOnevision", "llava_hf (simple)"),
     "vistoken_qwen2_vl": ("VistokenQwen2VL", "qwen2_vl (simple)"),
     "vistoken_qwen2_5_vl": ("VistokenQwen2_5VL", "qwen2_5_vl (simple)"),
+    "vistoken_qwen3_vl": ("VistokenQwen3VL", "qwen3_vl (simple)"),
+    "vistoken_qwen3_5": ("VistokenQwen3_5", "qwen3_5 (simple)"),
+    "vistoken_gemma4": ("VistokenGemma4", "gemma4 (simple)"),
+    "vistoken_internvl": ("VistokenInternVL", "internvl_hf (chat)"),
 }
 
 
@@ -39,7 +44,11 @@ def manifests() -> list[Any]:
     """
     from lmms_eval.models.registry_v2 import ModelManifest
 
-    return [
-        ModelManifest(model_id=name, simple_class_path=f"{__name__}.wrappers.{cls}")
-        for name, (cls, _) in MODELS.items()
-    ]
+    out = []
+    for name, (cls, base) in MODELS.items():
+        path = f"{__name__}.wrappers.{cls}"
+        if base.endswith("(chat)"):
+            out.append(ModelManifest(model_id=name, chat_class_path=path))
+        else:
+            out.append(ModelManifest(model_id=name, simple_class_path=path))
+    return out

@@ -7,9 +7,12 @@ test split of :mod:`vistoken.eval.synthetic` at the reference model's shape (16 
 turn). A ``generate_until`` task; the answer is the first word generated, scored by exact
 match.
 
-The media are local files: videos as lossless FFV1 in Matroska (decoded back to the exact
+The media are local files: videos as lossless FFV1 in AVI (decoded back to the exact
 pixels the benchmark rendered, so lmms-eval's decord reader gives the model what ``vistoken
 eval`` gives it), the ``image_detail`` stills as PIL images (lmms-eval's image convention).
+AVI, not Matroska: lmms-eval 0.7.3's ``qwen2_vl`` and ``qwen2_5_vl`` take a path for a video
+only when it ends in ``.mp4``, ``.avi`` or ``.mov`` (any other path is silently dropped, and
+the model answers the question without the video); every other wrapper takes ``.avi`` too.
 :func:`media_path` renders a sample's video on first use (atomically: several ranks may ask at
 once) into ``media/`` beside the task's YAML, or ``$XDG_CACHE_HOME/vistoken/lmms`` when that
 folder is read-only. No lmms-eval import here.
@@ -80,17 +83,17 @@ def sample_of(doc: dict[str, Any]) -> Any:
 
 
 def write_video(frames: Any, path: str | Path) -> Path:
-    """Write (T, H, W, 3) uint8 ``frames`` to ``path`` losslessly (FFV1, Matroska), atomically."""
+    """Write (T, H, W, 3) uint8 ``frames`` to ``path`` losslessly (FFV1 in AVI), atomically."""
     import av
     import numpy as np
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     frames = np.ascontiguousarray(frames)
-    fd, tmp = tempfile.mkstemp(suffix=".mkv", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(suffix=".avi", dir=path.parent)
     os.close(fd)
     try:
-        with av.open(tmp, "w", format="matroska") as out:
+        with av.open(tmp, "w", format="avi") as out:
             stream = out.add_stream("ffv1", rate=_FPS)
             stream.width, stream.height = int(frames.shape[2]), int(frames.shape[1])
             stream.pix_fmt = "bgr0"
@@ -124,7 +127,7 @@ def media_path(doc: dict[str, Any], task_dir: str | Path) -> Path:
 
     # the benchmark's version in the name: a cache of an older one is never reused
     name = (f"v{VERSION}-{doc['split']}-s{doc['seed']}-{doc['qtype']}-{doc['index']}"
-            f"-{doc['frames']}x{doc['size']}.mkv")
+            f"-{doc['frames']}x{doc['size']}.avi")
     path = _media_dir(Path(task_dir)) / name
     if not path.is_file():
         write_video(sample_of(doc).frames, path)

@@ -21,15 +21,28 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from lmms_eval.models.chat.internvl_hf import InternVLHf
+from lmms_eval.models.simple.gemma4 import Gemma4
 from lmms_eval.models.simple.llava_hf import LlavaHf
 from lmms_eval.models.simple.qwen2_5_vl import Qwen2_5_VL
 from lmms_eval.models.simple.qwen2_vl import Qwen2_VL
+from lmms_eval.models.simple.qwen3_5 import Qwen3_5
+from lmms_eval.models.simple.qwen3_vl import Qwen3_VL
 
 from .metrics import Recorder
 from .options import VtArgError, split_model_args
 from .report import publish
 
-__all__ = ["VistokenLlavaOnevision", "VistokenMixin", "VistokenQwen2VL", "VistokenQwen2_5VL"]
+__all__ = [
+    "VistokenGemma4",
+    "VistokenInternVL",
+    "VistokenLlavaOnevision",
+    "VistokenMixin",
+    "VistokenQwen2VL",
+    "VistokenQwen2_5VL",
+    "VistokenQwen3VL",
+    "VistokenQwen3_5",
+]
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +51,9 @@ class VistokenMixin:
     """vistoken's part of every wrapper (put it before lmms-eval's class)."""
 
     _vt_family = ""
+    #: the base wrapper hands its processor video paths: decode them with PyAV when
+    #: torchcodec cannot (transformers 5.x has no other decoder for them)
+    _vt_pyav_videos = False
 
     def __init__(self, **kwargs: Any) -> None:
         try:
@@ -48,6 +64,11 @@ class VistokenMixin:
         self.vt_model_args = dict(rest)
         super().__init__(**rest)
         import vistoken as vt
+        from vistoken.models._hf import decode_videos_with_pyav
+
+        if self._vt_pyav_videos and decode_videos_with_pyav(getattr(self, "processor", None)):
+            log.warning("vistoken: torchcodec cannot decode videos here: %s's processor "
+                        "decodes video files with PyAV", type(self).__name__)
 
         model = self.model  # the unwrapped transformers model
         self.vt_handle = None
@@ -108,3 +129,37 @@ class VistokenQwen2_5VL(VistokenMixin, Qwen2_5_VL):
     """``vistoken_qwen2_5_vl``: lmms-eval's simple ``qwen2_5_vl`` with a vistoken compressor."""
 
     _vt_family = "qwen2_5_vl"
+
+
+class VistokenQwen3VL(VistokenMixin, Qwen3_VL):
+    """``vistoken_qwen3_vl``: lmms-eval's simple ``qwen3_vl`` (Qwen3-VL, dense and MoE) with a
+    vistoken compressor."""
+
+    _vt_family = "qwen3_vl"
+
+
+class VistokenQwen3_5(VistokenMixin, Qwen3_5):
+    """``vistoken_qwen3_5``: lmms-eval's simple ``qwen3_5`` (Qwen3.5) with a vistoken
+    compressor. lmms-eval's ``enable_thinking`` defaults to true there: it keeps only what
+    follows ``</think>``, an empty answer for a model that does not think first."""
+
+    _vt_family = "qwen3_5"
+
+
+class VistokenGemma4(VistokenMixin, Gemma4):
+    """``vistoken_gemma4``: lmms-eval's simple ``gemma4`` (Gemma 4) with a vistoken
+    compressor."""
+
+    _vt_family = "gemma4"
+    _vt_pyav_videos = True
+
+
+class VistokenInternVL(VistokenMixin, InternVLHf):
+    """``vistoken_internvl``: lmms-eval's ``internvl_hf``, its one wrapper of transformers'
+    ``InternVLForConditionalGeneration`` (``OpenGVLab/InternVL3_5-8B-HF`` and the other
+    ``-HF`` checkpoints), with a vistoken compressor. A chat wrapper (lmms-eval builds the
+    messages from the task's ``doc_to_visual`` and ``doc_to_text``); its ``internvl2`` /
+    ``internvl3`` wrappers run the remote-code models instead."""
+
+    _vt_family = "internvl"
+    _vt_pyav_videos = True

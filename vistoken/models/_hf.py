@@ -50,6 +50,10 @@ on every CI run by the model tests at both ends of the tested range, ``TESTED``)
     ``get_seq_length(i)`` raises for such a layer ``i`` (``get_seq_length()`` reads the
     first full-attention layer). A gated attention's ``q_proj`` gives per head the query
     and then its output gate (2 * head_dim).
+15. A video processor decodes a video file in ``fetch_videos(urls, sample_indices_fn)``,
+    with torchcodec only; ``transformers.video_utils.load_video(..., backend="pyav")``
+    decodes the same file with PyAV (:func:`decode_videos_with_pyav`, for lmms-eval's
+    wrappers that hand the processor video paths).
 
 Family-specific layouts (where visual features sit, M-RoPE, ``rope_deltas``,
 ``mm_token_type_ids``, vision-tower grids) live in ``families.py``.
@@ -453,3 +457,37 @@ def kv_shared_layers(text_config: Any) -> int:
     """How many last decoder layers reuse an earlier layer's keys and values (Gemma 4's
     ``num_kv_shared_layers``): they compute no k/v projections of their own."""
     return int(getattr(text_config, "num_kv_shared_layers", 0) or 0)
+
+
+# -- video files in transformers' video processors -------------------------------------------
+
+
+def pyav_fetch_videos(video_url_or_urls: Any, sample_indices_fn: Callable | None = None) -> Any:
+    """``BaseVideoProcessor.fetch_videos`` decoding with PyAV: transformers 5.x decodes a
+    video path with torchcodec only (torchvision's decoder, its old fallback, is gone from
+    torchvision 0.26); its own ``load_video`` also reads with PyAV, which bundles FFmpeg.
+    Same return values: (frames, metadata), or lists of them for a list."""
+    from transformers.video_utils import load_video
+
+    if isinstance(video_url_or_urls, list):
+        fetched = [pyav_fetch_videos(x, sample_indices_fn) for x in video_url_or_urls]
+        return list(zip(*fetched, strict=True))  # (frames, metadata) pairs
+    return load_video(video_url_or_urls, backend="pyav", sample_indices_fn=sample_indices_fn)
+
+
+def torchcodec_usable() -> bool:
+    """Whether transformers' video processors can decode a video file as they are."""
+    from transformers.utils import is_torchcodec_usable
+
+    return bool(is_torchcodec_usable(decode="video"))
+
+
+def decode_videos_with_pyav(processor: Any) -> bool:
+    """Let ``processor`` (a processor or a video processor) decode video files with PyAV
+    when torchcodec cannot (:func:`pyav_fetch_videos`, set on that instance only).
+    Returns whether it did."""
+    video = getattr(processor, "video_processor", processor)
+    if video is None or not hasattr(video, "fetch_videos") or torchcodec_usable():
+        return False
+    video.fetch_videos = pyav_fetch_videos
+    return True
