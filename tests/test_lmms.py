@@ -417,10 +417,7 @@ def family_runs(tmp_path_factory):
     return run
 
 
-#: gemma4 is not here yet: its run reaches generate, then the Recorder's prefill_flops fails
-#: (vistoken.flops reads config.head_dim, which Gemma 4's per-layer text config refuses with
-#: AmbiguousGlobalPerLayerAttributeError); FAMILIES["gemma4"] is ready for when it reads it
-FAMILY_NAMES = ["qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_5", "internvl"]
+FAMILY_NAMES = ["qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_5", "internvl", "gemma4"]
 
 
 def _visual_count(model, ids):
