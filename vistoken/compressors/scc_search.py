@@ -130,7 +130,7 @@ class _RepPairs:
         self.floor, self.limit = floor, limit
         self.keys: Tensor | None = None  # (K,) int64, in the order seen
         self.rn: Tensor | None = None  # (K, D) unit vectors
-        self.pa = self.pb = self.ps = None  # pairs (pa < pb) with similarity ps > floor
+        self.pa = self.pb = self.ps = None  # pairs, each once, with similarity ps > floor
         self.full = False  # the pairs exceeded the limit
 
     def add(self, keys: Tensor, rn: Tensor) -> Tensor:
@@ -169,7 +169,7 @@ class _RepPairs:
             for c0, c1 in _column_spans(n_old, n_old + r0, n_all):
                 sim = (rows @ allv[c0:c1].T)[:k]
                 a = sim > self.floor
-                if c1 > n_old:  # new columns: each pair once (pa < pb), no self-pair
+                if c1 > n_old:  # new columns: each pair once, no self-pair
                     a &= (torch.arange(c0, c1, device=dev) > me.unsqueeze(1)) | (
                         torch.arange(c0, c1, device=dev) < n_old
                     )
@@ -230,7 +230,8 @@ class SearchCounter:
       to aim);
     - the temporal similarities of every representative seen are kept above the
       bracket's lower end (:class:`_RepPairs`), so a step multiplies only the
-      representatives that the previous steps did not have.
+      representatives that the previous steps did not have (the first step, with no
+      lower end yet, runs the plain temporal step and keeps nothing).
     """
 
     def __init__(self, xw: Tensor, xn: Tensor) -> None:
@@ -256,6 +257,10 @@ class SearchCounter:
         total = comp1.numel()
         size1 = segment_count(comp1, m1)
         p = self.pairs
+        if lo < -1.0:  # no lower end yet: the pairs above it would be every pair
+            comp2, hubs2, reps2 = temporal_step(reps1, tau)
+            support = segment_sum(size1.unsqueeze(1), comp2, hubs2.numel()).squeeze(1)
+            return hubs2.numel(), SCCStructure(reps2, hubs1[hubs2], support, m1)
         if p is None or tau < p.floor or (p.full and lo > p.floor):
             floor = min(lo, tau)
             p = self.pairs = _RepPairs(floor, _PAIR_CACHE_LIMIT)
