@@ -534,3 +534,23 @@ def test_official_only_options_are_refused_in_exact_mode():
             vt.compress(x, "scc", tau=0.9, **kw)
     with pytest.raises(ValueError, match="readout"):
         vt.compress(x, "scc", tau=0.9, mode="official", readout="raw")
+
+
+def test_pair_cache_holds_every_pair_above_its_floor_once():
+    # new x new is multiplied as an upper triangle, new x old as a rectangle: together
+    # every pair above the floor, once, with the similarity the full matmul gives
+    from vistoken.compressors.scc_search import _RepPairs
+
+    v = normalize(clustered(1, 300, 16, 8, 0.5, seed=5, dtype=torch.float32)[0])
+    cache = _RepPairs(0.4, 1 << 20)
+    keys = torch.arange(300) * 7
+    cache.add(keys[:180], v[:180])
+    cache.add(keys[100:], v[100:])  # 120 new (and 80 already seen) representatives
+    assert cache.keys.tolist() == keys.tolist() and not cache.full
+    full = v @ v.T
+    i, j = torch.triu(full > 0.4, 1).nonzero(as_tuple=True)
+    lo, hi = torch.minimum(cache.pa, cache.pb), torch.maximum(cache.pa, cache.pb)
+    assert bool((lo < hi).all())  # no self-pair
+    got = sorted(zip(lo.tolist(), hi.tolist(), strict=True))
+    assert got == sorted(zip(i.tolist(), j.tolist(), strict=True))  # each pair once
+    assert torch.allclose(cache.ps, full[lo, hi], atol=1e-6)

@@ -67,6 +67,16 @@ def _row_tiles(n: int, step: int) -> list[tuple[int, int]]:
     return list(zip(bounds[:-1], bounds[1:], strict=True))
 
 
+def _column_spans(n_old: int, c_new: int, n_all: int) -> list[tuple[int, int]]:
+    """[c0, c1) column spans a tile of new rows (the first at c_new) is multiplied with: the
+    old representatives [0, n_old) and the new ones from the tile's own first row on (the
+    upper triangle, as BlockGraph computes it), each span at least _MIN_ROWS wide so that
+    the BLAS keeps its full-size kernel; else all columns."""
+    if n_all - c_new < _MIN_ROWS or 0 < n_old < _MIN_ROWS:
+        return [(0, n_all)]
+    return ([(0, n_old)] if n_old else []) + [(c_new, n_all)]
+
+
 class _SpatialForest:
     """The spatial step at every tau from one maximum spanning forest per frame.
 
@@ -74,7 +84,7 @@ class _SpatialForest:
     them), the components of frame t's graph at tau are those of its tree edges of weight
     > tau (single linkage), so the spatial count M1(tau) is known for every tau at once and
     the partition at a tau costs one edge-list propagation over T*(N-1) edges instead of
-    a dense (T, N, N) one. Degrees come from each row's sorted similarities. The result is
+    a dense (T, N, N) one. Degrees are counts of each row's similarities > tau. The result is
     ``spatial_step``'s, bit for bit (same partition, degrees and means).
     """
 
@@ -83,9 +93,8 @@ class _SpatialForest:
         self.t, self.n = t, n
         self.ei, self.ej, self.w = spanning_forest(sims)
         self.w_sorted = self.w.sort().values
-        rows = sims.clone()
-        rows.diagonal(dim1=1, dim2=2).fill_(-torch.inf)  # the self-loop is counted apart
-        self.rows = rows.reshape(t * n, n).sort(dim=1).values
+        self.off = sims.clone()
+        self.off.diagonal(dim1=1, dim2=2).fill_(-torch.inf)  # the self-loop is counted apart
 
     def _tau(self, tau: float, size: int = 1) -> Tensor:
         # the threshold as a tensor of the similarities' dtype: the rounding of ``sims > tau``
@@ -101,8 +110,7 @@ class _SpatialForest:
         t, n, d = x.shape
         keep = self.w > tau
         labels = edge_components(t * n, self.ei[keep], self.ej[keep])
-        le = torch.searchsorted(self.rows, self._tau(tau, t * n), right=True).squeeze(1)
-        degree = 1 + n - le
+        degree = 1 + count_true(self.off > tau, -1).flatten()
         comp, hubs = hub_order(labels, degree)
         return comp, hubs, segment_mean(x.reshape(t * n, d), comp, hubs.numel())
 
@@ -122,7 +130,7 @@ class _RepPairs:
         self.floor, self.limit = floor, limit
         self.keys: Tensor | None = None  # (K,) int64, in the order seen
         self.rn: Tensor | None = None  # (K, D) unit vectors
-        self.pa = self.pb = self.ps = None  # pairs (pa < pb) with similarity ps > floor
+        self.pa = self.pb = self.ps = None  # pairs, each once, with similarity ps > floor
         self.full = False  # the pairs exceeded the limit
 
     def add(self, keys: Tensor, rn: Tensor) -> Tensor:
@@ -152,24 +160,27 @@ class _RepPairs:
             pa, pb, ps = [self.pa], [self.pb], [self.ps]
         kept = 0 if self.pa is None else self.pa.numel()
         step = max(_MIN_ROWS, row_block(new.numel(), n_all, BLOCK_ELEMENTS // 2))
-        cols = torch.arange(n_all, device=dev)
         for r0, r1 in _row_tiles(new.numel(), step):
             k = r1 - r0
             rows = rn_new[r0:r1]
             if k < _MIN_ROWS:  # the BLAS kernel of the full-size tiles (see _MIN_ROWS)
                 rows = torch.cat((rows, rows.new_zeros(_MIN_ROWS - k, rows.shape[1])))
-            sim = (rows @ allv.T)[:k]
             me = n_old + r0 + torch.arange(k, device=dev)
-            a = sim > self.floor
-            a &= (cols.unsqueeze(0) < n_old) | (cols.unsqueeze(0) > me.unsqueeze(1))
-            i, j = a.nonzero(as_tuple=True)
-            kept += i.numel()
-            if kept > self.limit:
-                self.full = True
-                return ids
-            pa.append(me[i])
-            pb.append(j)
-            ps.append(sim[i, j])
+            for c0, c1 in _column_spans(n_old, n_old + r0, n_all):
+                sim = (rows @ allv[c0:c1].T)[:k]
+                a = sim > self.floor
+                if c1 > n_old:  # new columns: each pair once, no self-pair
+                    a &= (torch.arange(c0, c1, device=dev) > me.unsqueeze(1)) | (
+                        torch.arange(c0, c1, device=dev) < n_old
+                    )
+                i, j = a.nonzero(as_tuple=True)
+                kept += i.numel()
+                if kept > self.limit:
+                    self.full = True
+                    return ids
+                pa.append(me[i])
+                pb.append(j + c0)
+                ps.append(sim[i, j])
         self.pa, self.pb, self.ps = torch.cat(pa), torch.cat(pb), torch.cat(ps)
         return ids
 
@@ -219,7 +230,8 @@ class SearchCounter:
       to aim);
     - the temporal similarities of every representative seen are kept above the
       bracket's lower end (:class:`_RepPairs`), so a step multiplies only the
-      representatives that the previous steps did not have.
+      representatives that the previous steps did not have (the first step, with no
+      lower end yet, runs the plain temporal step and keeps nothing).
     """
 
     def __init__(self, xw: Tensor, xn: Tensor) -> None:
@@ -245,6 +257,10 @@ class SearchCounter:
         total = comp1.numel()
         size1 = segment_count(comp1, m1)
         p = self.pairs
+        if lo < -1.0:  # no lower end yet: the pairs above it would be every pair
+            comp2, hubs2, reps2 = temporal_step(reps1, tau)
+            support = segment_sum(size1.unsqueeze(1), comp2, hubs2.numel()).squeeze(1)
+            return hubs2.numel(), SCCStructure(reps2, hubs1[hubs2], support, m1)
         if p is None or tau < p.floor or (p.full and lo > p.floor):
             floor = min(lo, tau)
             p = self.pairs = _RepPairs(floor, _PAIR_CACHE_LIMIT)

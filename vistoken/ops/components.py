@@ -240,49 +240,36 @@ def spanning_forest(sims: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     Returns:
         (ei, ej, w): the B * (n - 1) tree edges as flat node indices b * n + i (ei < ej)
         and their weights. The graph thresholded at tau (edge when weight > tau) has the
-        components of the tree edges of weight > tau, for every tau at once; graph b has
+        components of the tree edges of weight > tau, for every tau at once (true of every
+        maximum spanning tree, whatever tree ties pick); graph b has
         n - #(b's tree weights > tau) components.
 
-    Boruvka rounds: every component takes its heaviest edge to another component (ties:
-    the edge of smallest (min, max) endpoint pair, a total order, so no cycle forms) and
-    components are relabelled from the tree edges found so far; at most ceil(log2 n)
-    rounds, one host synchronisation each.
+    Prim's algorithm, the B graphs in step: n - 1 rounds, each adding to every tree the
+    outside node of heaviest link to it (ties: the smallest index) and relaxing the links
+    with that node's row; (B, n) work a round and no host synchronisation.
     """
     b, n, _ = sims.shape
     dev = sims.device
-    bn = b * n
-    node = torch.arange(bn, device=dev).view(b, n)
-    offset = node[:, :1]
-    comp = node - offset  # within-graph label: the smallest member
-    cols = torch.arange(n, dtype=torch.int32, device=dev).expand(b, n, n)
-    ei = torch.empty(0, dtype=torch.long, device=dev)
-    ej = ei
-    for _ in range(max(1, n).bit_length() + 1):
-        same = comp.unsqueeze(2) == comp.unsqueeze(1)
-        # heaviest edge leaving each node's component; the first such column has the
-        # smallest (min, max) pair index of the row's ties
-        wo = sims.masked_fill(same, -torch.inf)
-        node_w = wo.amax(-1)
-        j = cols.masked_fill(wo != node_w.unsqueeze(2), n).amin(-1).long()
-        i = node - offset
-        node_p = torch.minimum(i, j) * n + torch.maximum(i, j)
-        comp_w = torch.full_like(node_w, -torch.inf).scatter_reduce(1, comp, node_w, "amax")
-        best = (node_w == comp_w.gather(1, comp)) & (node_w > -torch.inf)
-        big = n * n
-        comp_p = torch.full_like(comp, big).scatter_reduce(
-            1, comp, torch.where(best, node_p, big), "amin"
-        )
-        chosen = comp_p < big  # (b, n), at component labels
-        if not bool(chosen.any()):
-            break
-        g, c = chosen.nonzero(as_tuple=True)  # graph and label of each choosing component
-        p = comp_p[g, c]
-        u, v = p // n, p % n
-        # an edge chosen by both of its components is kept once (by the smaller label)
-        cu, cv = comp[g, u], comp[g, v]
-        other = torch.where(cu == c, cv, cu)
-        keep = ~((comp_p[g, other] == p) & (other < c))
-        ei = torch.cat((ei, g[keep] * n + u[keep]))
-        ej = torch.cat((ej, g[keep] * n + v[keep]))
-        comp = edge_components(bn, ei, ej).view(b, n) - offset
+    rows = torch.arange(b, device=dev)
+    outside = torch.ones(b, n, dtype=torch.bool, device=dev)
+    outside[:, 0] = False
+    key = sims[:, 0, :].clone()  # heaviest link of every node to the tree so far
+    parent = torch.zeros(b, n, dtype=torch.long, device=dev)
+    us, ps = [], []
+    for _ in range(n - 1):
+        u = key.masked_fill(~outside, -torch.inf).argmax(1)
+        us.append(u)
+        ps.append(parent[rows, u])
+        outside[rows, u] = False
+        link = sims[rows, u]
+        better = link > key
+        key = torch.where(better, link, key)
+        parent = torch.where(better, u.unsqueeze(1), parent)
+    if n < 2:
+        ei = torch.empty(0, dtype=torch.long, device=dev)
+        return ei, ei, sims.new_empty(0)
+    u, p = torch.stack(us, 1), torch.stack(ps, 1)  # (B, n - 1)
+    base = rows.unsqueeze(1) * n
+    ei = (base + torch.minimum(u, p)).flatten()
+    ej = (base + torch.maximum(u, p)).flatten()
     return ei, ej, sims.view(-1)[(ei // n) * n * n + (ei % n) * n + ej % n]
