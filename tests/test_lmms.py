@@ -418,13 +418,20 @@ def family_runs(tmp_path_factory):
 
 
 FAMILY_NAMES = ["qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_5", "internvl", "gemma4"]
+#: the families whose vt_method=none run is also compared with lmms-eval's own wrapper (two
+#: lmms-eval runs, ~45 s on 2 cores): the none path is the mixin's, the same for every
+#: family; these two cover a Qwen wrapper (M-RoPE, qwen_vl_utils) and Gemma 4's. Every
+#: family's scc run is checked against vt.apply
+NONE_FAMILIES = ["qwen2_vl", "gemma4"]
 
 
 def _visual_count(model, ids):
     """The prompt's image and video placeholders (what the report counts as before)."""
     import torch
 
-    visual = torch.tensor([model.config.image_token_id, model.config.video_token_id])
+    cfg = model.config  # InternVL has image placeholders only (its video frames are images)
+    ids_ = [getattr(cfg, k, None) for k in ("image_token_id", "video_token_id")]
+    visual = torch.tensor([i for i in ids_ if i is not None])
     return int(torch.isin(ids, visual).sum())
 
 
@@ -438,7 +445,7 @@ def _doc_of(call, tokenizer, docs):
     return found[0]
 
 
-@pytest.mark.parametrize("name", FAMILY_NAMES)
+@pytest.mark.parametrize("name", NONE_FAMILIES)
 def test_family_none_is_the_base_wrapper(family_runs, name):
     """vt_method=none: the inputs of every generate call, the outputs and the answers are
     those of lmms-eval's own wrapper, and the video reached the model (its visual tokens

@@ -25,7 +25,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--out", type=Path, default=Path(TRAIN_OUT), metavar="DIR",
                    help=f"output folder (default: ./{TRAIN_OUT})")
     p.add_argument("--steps", type=POSITIVE, default=None, metavar="N",
-                   help="optimiser steps (default: 1900)")
+                   help="optimiser steps (default: 2100)")
     p.add_argument("--batch-size", type=POSITIVE, default=None, metavar="B",
                    help="samples per step (default: 16)")
     p.add_argument("--lr", type=finite, default=None, help="peak learning rate (default: 2e-3)")

@@ -40,7 +40,7 @@ __all__ = ["TrainConfig", "evaluate_split", "train"]
 class TrainConfig:
     """Arguments of one training run (saved to ``train_args.json``)."""
 
-    steps: int = 1900
+    steps: int = 2100
     batch_size: int = 16
     lr: float = 2e-3
     warmup: int = 30
