@@ -345,17 +345,26 @@ class QwenVLFamily(Family):
         """The unit of one image or video (levels: its ``_item_features`` levels)."""
         return Unit(row, cols, tokens, grid)
 
-    @staticmethod
-    def _grid_from_positions(kwargs: dict[str, Any], run: Tensor) -> tuple[int, int, int]:
-        """(t, h, w) token grid of one visual run from its (t, h, w) M-RoPE positions."""
+    #: the family's name in the error of :meth:`_run_positions`
+    _positions_label = "Qwen-VL"
+
+    @classmethod
+    def _run_positions(cls, kwargs: dict[str, Any], run: Tensor) -> Tensor:
+        """(3, n) the (t, h, w) M-RoPE positions of one visual run's n tokens."""
         pos = _hf.position_ids(kwargs)
         if pos is None or pos.ndim != 3:
             raise ValueError(
-                "Qwen-VL inputs need image_grid_thw/video_grid_thw (or the model's 3-D "
-                "position_ids) to lay out visual tokens"
+                f"{cls._positions_label} inputs need image_grid_thw/video_grid_thw (or the "
+                "model's 3-D position_ids) to lay out visual tokens"
             )
         rows, cols = run
-        p = pos[-3:, rows, cols]  # (3, n)
+        return pos[-3:, rows, cols]
+
+    @classmethod
+    def _grid_from_positions(cls, kwargs: dict[str, Any], run: Tensor) -> tuple[int, int, int]:
+        """(t, h, w) token grid of one visual run from its (t, h, w) M-RoPE positions."""
+        p = cls._run_positions(kwargs, run)
+        cols = run[1]
         # height and width positions are contiguous ranges; temporal ones are scaled by
         # time (Qwen2.5-VL) and may repeat, so t is what is left
         h, w = (int(torch.unique(p[i]).numel()) for i in (1, 2))

@@ -78,8 +78,10 @@ class Qwen3VLFamily(QwenVLFamily):
     ) -> Unit:
         return DeepStackUnit(row, cols, tokens, grid, deepstack=levels)
 
-    @staticmethod
-    def _grid_from_positions(kwargs: dict[str, Any], run: Tensor) -> tuple[int, int, int]:
+    _positions_label = "Qwen3-VL"
+
+    @classmethod
+    def _grid_from_positions(cls, kwargs: dict[str, Any], run: Tensor) -> tuple[int, int, int]:
         """(t, h, w) of one image or video from its M-RoPE positions.
 
         Every temporal patch is a block with its own origin: its tokens share one temporal
@@ -87,14 +89,8 @@ class Qwen3VLFamily(QwenVLFamily):
         contiguous ranges from that origin, so t is the number of distinct temporal
         positions and (h, w) are read off the first block.
         """
-        pos = _hf.position_ids(kwargs)
-        if pos is None or pos.ndim != 3:
-            raise ValueError(
-                "Qwen3-VL inputs need image_grid_thw/video_grid_thw (or the model's 3-D "
-                "position_ids) to lay out visual tokens"
-            )
-        rows, cols = run
-        p = pos[-3:, rows, cols]  # (3, n)
+        p = cls._run_positions(kwargs, run)
+        cols = run[1]
         t = int(torch.unique(p[0]).numel())
         first = p[:, p[0] == p[0, 0]]
         h, w = (int(torch.unique(first[i]).numel()) for i in (1, 2))
