@@ -15,11 +15,12 @@ import model_helpers
 import pytest
 import torch
 import transformers  # noqa: F401  (a test dependency: fail, never skip, without it)
+from model_helpers import batch, continued_positions, pinned_fastv_recompute
 
 import vistoken as vt
 from vistoken import testing
 from vistoken.models import _hf
-from vistoken.models.base import contiguous_positions, last_valid_column
+from vistoken.models.base import last_valid_column
 
 STEPS = 4
 ATOL = 1e-5  # cached vs recomputed, same batch: float32 round-off only
@@ -42,28 +43,6 @@ def singles(name, model):
     if name == "internvl":
         return [testing.internvl_inputs(model, [f], seed=s) for f, s in ((3, 0), (1, 1))]
     return [testing.qwen_vl_inputs(model, [g], seed=s) for g, s in (((4, 8, 8), 0), ((2, 8, 4), 1))]
-
-
-def batch(items, side="left"):
-    """Pad single-sample inputs into one batch on ``side``, as a processor would."""
-    longest = max(s["input_ids"].shape[1] for s in items)
-    out = {}
-    for key, fill in (
-        ("input_ids", testing.PAD_ID),
-        ("attention_mask", 0),
-        ("mm_token_type_ids", 0),
-    ):
-        if key in items[0]:
-            rows = []
-            for s in items:
-                pad = longest - s[key].shape[1]
-                spec = (pad, 0) if side == "left" else (0, pad)
-                rows.append(torch.nn.functional.pad(s[key], spec, value=fill))
-            out[key] = torch.cat(rows)
-    for key in ("pixel_values", "pixel_values_videos", "video_grid_thw", "image_grid_thw"):
-        if key in items[0]:
-            out[key] = torch.cat([s[key] for s in items])
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -96,27 +75,6 @@ def record_llm_calls(model):
 
 def generate(model, x, steps=STEPS, **kw):
     return model_helpers.generate(model, x, steps, output_scores=True, **kw)
-
-
-def continued_positions(prefill, new):
-    """Position ids of a compressed prompt followed by ``new`` generated tokens: 1-D ids
-    count on contiguously; M-RoPE rows go on from the highest prompt position + 1 (all
-    three rows equal), with the text row (if any) contiguous."""
-    mask = prefill["mask"]
-    pos = prefill["pos"]
-    if mask is None:  # generate() drops an all-ones mask
-        mask = torch.ones(prefill["embeds"].shape[:2], dtype=torch.long)
-    b = mask.shape[0]
-    full_mask = torch.cat((mask, torch.ones(b, new, dtype=mask.dtype)), dim=1)
-    text = contiguous_positions(full_mask)
-    if pos.ndim == 2:
-        return text, full_mask
-    rope = pos[-3:]
-    # generate's rule: the last prompt token's position + 1 (what the model does uncompressed)
-    top = rope[:, torch.arange(b), last_valid_column(mask)].amax(dim=0)
-    more = (top[:, None] + 1 + torch.arange(new))[None].expand(3, -1, -1)
-    rope = torch.cat((rope, more), dim=2)
-    return (torch.cat((text[None], rope)) if pos.shape[0] == 4 else rope), full_mask
 
 
 def recompute(model, prefill, sequences, steps):
@@ -180,30 +138,6 @@ def test_cached_generation_equals_a_full_recompute(models, name, method, padding
             torch.testing.assert_close(
                 got[i], torch.stack(alone.logits, dim=1)[0], atol=ATOL_BATCH, rtol=0
             )
-
-
-def pinned_fastv_recompute(model, handle, x, sequences, keep, steps):
-    """Logits of one uncached forward of prompt + generated tokens with FastV's prefill
-    selection pinned (generated tokens are text: always kept)."""
-    b, length = x["input_ids"].shape
-    new = sequences[:, length : length + steps - 1]
-    full = dict(x)
-    full["input_ids"] = torch.cat((x["input_ids"], new), dim=1)
-    full["attention_mask"] = torch.cat(
-        (x["attention_mask"], torch.ones_like(new, dtype=x["attention_mask"].dtype)), dim=1
-    )
-    if "mm_token_type_ids" in x:
-        full["mm_token_type_ids"] = torch.cat((x["mm_token_type_ids"], torch.zeros_like(new)), 1)
-    pinned = torch.zeros(b, length, dtype=torch.bool)
-    for r in range(b):
-        pinned[r, keep[r][keep[r] >= 0]] = True
-    pinned = torch.cat((pinned, torch.ones(b, steps - 1, dtype=torch.bool)), dim=1)
-    fastv = handle._parts[0]
-    fastv._select = lambda scores, candidates: pinned
-    with torch.no_grad():
-        out = model(**full, use_cache=False)
-    del fastv._select
-    return out.logits[:, -steps:]  # FastV output columns: the kept positions, right-aligned
 
 
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
