@@ -200,7 +200,7 @@ def test_frame_states_end_in_the_answer_and_are_causal(qtype):
             assert y.shape == (16,)
             known = y[y != -100]
             assert ((known >= 0) & (known < len(tr.STATE_HEADS[name]))).all(), name
-        final = {"detail": "digit_seen", "colour_at_time": None, "order": "first_shape",
+        final = {"detail": "digit_seen", "colour_at_time": None, "order": "first_seen",
                  "count": "flashes", "motion": "direction"}[qtype]
         if final is not None:  # the head's last-frame state is the answer
             assert tr.STATE_HEADS[final][int(st[final][-1])] == s.answer

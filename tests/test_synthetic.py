@@ -65,11 +65,14 @@ def question_colour(question: str) -> str:
 def test_constants_and_chance():
     assert set(QTYPES) == set(ANSWERS) == set(CHANCE) == set(syn.MIN_FRAMES)
     for q in QTYPES:
-        assert CHANCE[q] == pytest.approx(1 / len(ANSWERS[q]))
+        # an order question names two of the four colours; the rest allow their whole set
+        allowed = 2 if q == "order" else len(ANSWERS[q])
+        assert CHANCE[q] == pytest.approx(1 / allowed)
         assert len(set(ANSWERS[q])) == len(ANSWERS[q]) >= 2
         assert set(ANSWERS[q]) <= set(VOCAB)
         # the module docstring documents each type's chance level
-        assert f"1/{len(ANSWERS[q])} = " in syn.__doc__
+        assert f"1/{allowed} = " in syn.__doc__
+    assert ANSWERS["order"] == tuple(PALETTE)
     assert len(VOCAB) == len(set(VOCAB)) == len(set().union(*ANSWERS.values()))
     assert all(" " not in a for a in VOCAB)  # single-token answers
     assert ANSWERS["count"] == ("1", "2", "3", "4", "5")
@@ -84,7 +87,11 @@ def test_constants_and_chance():
 def test_chance_matches_each_sample():
     for s in dataset("test", len(QTYPES), frames=10, size=48):
         assert s.chance == CHANCE[s.qtype] == 1 / len(s.choices)
-        assert s.choices == ANSWERS[s.qtype]
+        if s.qtype == "order":  # the two colours the question names, in its order
+            assert len(set(s.choices)) == 2 and set(s.choices) <= set(ANSWERS["order"])
+            assert s.question == f"Which colour appeared first: {s.choices[0]} or {s.choices[1]}?"
+        else:
+            assert s.choices == ANSWERS[s.qtype]
         assert s.answer in s.choices
 
 
@@ -202,24 +209,31 @@ def test_colour_at_time_from_pixels():
 def test_order_from_pixels():
     import re
 
-    for s in per_type("order", 8):
-        # the question names each object by its own colour: "the red square or the blue circle"
-        named = dict(re.findall(r"the (\w+) (square|circle)", s.question))
-        named = {shape: colour for colour, shape in named.items()}
-        assert set(named) == {"square", "circle"} and named["square"] != named["circle"]
-        onset = {}
-        for shape, colour in named.items():
+    firsts, named_first = set(), []
+    for s in per_type("order", 12):
+        # "Which colour appeared first: red or blue?" names the two objects' colours
+        named = re.fullmatch(r"Which colour appeared first: (\w+) or (\w+)\?", s.question)
+        assert named is not None, s.question
+        colours = named.groups()
+        assert colours[0] != colours[1] and set(colours) <= set(PALETTE)
+        onset, shapes = {}, set()
+        for colour in colours:
             mask = colour_mask(s.frames, PALETTE[colour])
             area = mask.sum((1, 2))
             t = int(np.argmax(area > 0))
             assert area[t] > 0 and (area[:t] == 0).all() and area[-1] > 0  # there to the end
             ys, xs = np.nonzero(mask[t])
             fill = area[t] / ((ys.max() - ys.min() + 1) * (xs.max() - xs.min() + 1))
-            # the object of that colour has the shape the question gives it
-            assert (fill == 1.0) if shape == "square" else (fill < 0.9), (shape, fill)
-            onset[shape] = t
-        assert onset["square"] != onset["circle"]
+            shapes.add("square" if fill == 1.0 else "circle" if fill < 0.9 else "?")
+            onset[colour] = t
+        assert shapes == {"square", "circle"}  # one of each, whichever colour
+        assert onset[colours[0]] != onset[colours[1]]
         assert min(onset, key=onset.get) == s.answer
+        firsts.add(s.answer)
+        named_first.append(colours[0] == s.answer)
+    # every colour is an answer, and the question's order does not give it away
+    assert firsts == set(PALETTE)
+    assert 0 < sum(named_first) < len(named_first)
 
 
 def test_count_flashes_from_pixels():

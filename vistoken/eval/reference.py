@@ -65,7 +65,10 @@ def _question_words() -> list[str]:
         "Which letter is written in white?",
         "A white digit was shown in one frame only. Which digit was it?",
         *(f"What colour was the square in the {a} frame?" for a in ("first", "last")),
+        # benchmark v2's order question, kept before v3's: it fixes the word ids ("circle"
+        # after "or") that the shipped reference model was trained with
         *(f"Which appeared first: the {c} square or the {c} circle?" for c in PALETTE),
+        *(f"Which colour appeared first: {c} or {c}?" for c in PALETTE),
         *(f"How many times did the {c} circle flash yellow?" for c in PALETTE),
         *(f"Which way did the {c} {s} move: left, right, up or down?"
           for c in PALETTE for s in ("square", "circle")),

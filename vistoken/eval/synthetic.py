@@ -14,7 +14,8 @@ qtype              question / answers                                           
 ``colour_at_time`` a square changes colour: what colour was it in the first /   1/4 = 0.25
                    last frame? ``red``, ``green``, ``blue``, ``yellow``
 ``order``          a square and a circle of two colours appear at different     1/2 = 0.5
-                   times: which appeared first? ``square``, ``circle``
+                   times: which colour appeared first, X or Y? the colour (the
+                   question names two of ``red``, ``green``, ``blue``, ``yellow``)
 ``count``          how many times did the circle flash yellow? ``"1"`` .. ``"5"``  1/5 = 0.2
 ``motion``         which way did the object move? ``left``, ``right``, ``up``,  1/4 = 0.25
                    ``down``
@@ -22,8 +23,10 @@ qtype              question / answers                                           
                    clutter and decoy letters: which letter? ``A E F H K P U X``
 =================  ===========================================================  =============
 
-The chance levels (1 / number of possible answers) are :data:`CHANCE`; the answer sets are
-:data:`ANSWERS` (``Sample.choices``) and their union is :data:`VOCAB`.
+The chance levels (1 / number of answers the question allows: for ``order`` the two colours it
+names) are :data:`CHANCE`; the answer sets are :data:`ANSWERS`, their union is :data:`VOCAB`,
+and ``Sample.choices`` are the answers a sample's question allows (its type's set; for
+``order`` the two named colours).
 
 Determinism and splits
 ----------------------
@@ -80,8 +83,15 @@ __all__ = [
 #: The benchmark's version: what a sample of a (split, index, type, seed) looks like. 2 (from
 #: 2026-12-01): the ``order`` objects have two colours, named in the question (in 1 they
 #: shared one, and told apart by shape alone, which the reference tower barely resolves at
-#: 8-18 px: order stayed at chance); the other types are unchanged.
-VERSION = 2
+#: 8-18 px: order stayed at chance); the other types are unchanged. 3 (from 2026-12-01): the
+#: ``order`` answer is the colour that appeared first ("Which colour appeared first: blue or
+#: yellow?"), where 2 named both colours but asked for the shape: a three-layer LLM had to
+#: bind the first colour seen to the shape the question paired it with, and order stayed at
+#: chance through the reference model's training (fine-tuned on order alone for 50 steps, the
+#: shipped v2 model reached 1.00 on the colour answer and stayed at 0.50 on the shape one).
+#: What order tests is unchanged: which object showed first, read from the frames between the
+#: two onsets. The other types are unchanged.
+VERSION = 3
 
 #: The question types, in the round-robin order of :func:`dataset`.
 QTYPES: tuple[str, ...] = ("detail", "colour_at_time", "order", "count", "motion", "image_detail")
@@ -123,14 +133,15 @@ _LETTERS = ("A", "E", "F", "H", "K", "P", "U", "X")
 ANSWERS: dict[str, tuple[str, ...]] = {
     "detail": _DIGITS,
     "colour_at_time": tuple(PALETTE),
-    "order": ("square", "circle"),
+    "order": tuple(PALETTE),
     "count": ("1", "2", "3", "4", "5"),
     "motion": ("left", "right", "up", "down"),
     "image_detail": _LETTERS,
 }
 
-#: Chance accuracy of each type: 1 / number of possible answers.
-CHANCE: dict[str, float] = {q: 1.0 / len(a) for q, a in ANSWERS.items()}
+#: Chance accuracy of each type: 1 / number of answers its question allows (an ``order``
+#: question names two of the colours).
+CHANCE: dict[str, float] = {q: 1.0 / (2 if q == "order" else len(a)) for q, a in ANSWERS.items()}
 
 #: Every possible answer, in first-seen order over :data:`QTYPES`.
 VOCAB: tuple[str, ...] = tuple(dict.fromkeys(a for q in QTYPES for a in ANSWERS[q]))
@@ -204,7 +215,7 @@ class Sample:
 
     @property
     def chance(self) -> float:
-        """Accuracy of a uniform guess: ``1 / len(choices)``."""
+        """Accuracy of a uniform guess among the answers the question allows."""
         return 1.0 / len(self.choices)
 
 
@@ -373,13 +384,15 @@ def _scene(qtype: str, answer: str, rng: np.random.Generator, frames: int, size:
         scene["colours"] = seq
         question = f"What colour was the square in the {ask} frame?"
     elif qtype == "order":
-        # two colours: at 8-16 px a circle and a square differ in a few corner pixels, which
-        # a small tower barely resolves (v1 used one colour for both: order was at chance)
-        cols = [str(c) for c in rng.choice(tuple(PALETTE), 2, replace=False)]
-        colour_of = {"square": cols[0], "circle": cols[1]}
+        # the first object's colour is the answer; the other's is any other palette colour
+        # (v1/v2 asked for the shape, which the reference model never learnt: see VERSION)
+        other = str(rng.choice([c for c in PALETTE if c != answer]))
+        first_shape = "square" if rng.integers(2) == 0 else "circle"
+        second_shape = "circle" if first_shape == "square" else "square"
+        colour_of = {first_shape: answer, second_shape: other}
         t1 = int(rng.integers(0, frames - 2))  # the first one shows alone for >= 1 frame
         t2 = int(rng.integers(t1 + 1, frames - 1))
-        onsets = {answer: t1, ("circle" if answer == "square" else "square"): t2}
+        onsets = {first_shape: t1, second_shape: t2}
         left = "square" if rng.integers(2) == 0 else "circle"  # one object per half
         half = size // 2
         for shape in ("square", "circle"):
@@ -392,8 +405,9 @@ def _scene(qtype: str, answer: str, rng: np.random.Generator, frames: int, size:
                            for t in range(frames)],
             })
         scene["onsets"] = onsets
-        question = (f"Which appeared first: the {colour_of['square']} square or the "
-                    f"{colour_of['circle']} circle?")
+        named = [answer, other] if rng.integers(2) == 0 else [other, answer]
+        scene["named"] = named
+        question = f"Which colour appeared first: {named[0]} or {named[1]}?"
     elif qtype == "count":
         n = int(answer)
         base = str(rng.choice([c for c in PALETTE if c != FLASH]))
@@ -524,8 +538,8 @@ def answer_from_scene(scene: dict[str, Any]) -> str:
         ask = "first" if "first frame" in scene["question"] else "last"
         return objects[0]["colour"][0 if ask == "first" else -1]
     if qtype == "order":
-        onset = {o["shape"]: next(t for t, c in enumerate(o["colour"]) if c is not None)
-                 for o in objects}
+        onset = {next(c for c in o["colour"] if c is not None):
+                 next(t for t, c in enumerate(o["colour"]) if c is not None) for o in objects}
         return min(onset, key=onset.get)
     if qtype == "count":
         on = [c == FLASH for c in objects[0]["colour"]]
@@ -575,7 +589,8 @@ def sample(split: str, index: int, qtype: str | None = None, *, seed: int = 0,
     video.setflags(write=False)
     return Sample(
         frames=video, question=scene["question"], answer=answer, qtype=qtype,
-        choices=ANSWERS[qtype], scene=scene, split=split, index=within,
+        choices=tuple(scene["named"]) if qtype == "order" else ANSWERS[qtype], scene=scene,
+        split=split, index=within,
     )
 
 

@@ -178,7 +178,8 @@ STATE_HEADS: dict[str, tuple[str, ...]] = {
     "digit_seen": ("none",) + syn.ANSWERS["detail"],
     "first_colour": tuple(syn.PALETTE),
     "colour_now": tuple(syn.PALETTE),
-    "first_shape": ("none", "square", "circle"),
+    # order: the colour of the object that showed first, once it has ("none" before)
+    "first_seen": ("none",) + tuple(syn.PALETTE),
     "flashes": tuple(str(i) for i in range(6)),
     "direction": syn.ANSWERS["motion"],
     # the single target object's cell of the LLM's 7 x 7 grid (centre) in the first frame and
@@ -213,10 +214,11 @@ def frame_states(scene: dict[str, Any]) -> dict[str, torch.Tensor]:
         # onset: the first frame an object shows in (``frames`` if it never does)
         onset = {o["shape"]: next((t for t, c in enumerate(o["colour"]) if c is not None),
                                   frames) for o in scene["objects"]}
-        first = min(onset, key=onset.get)
-        ids = STATE_HEADS["first_shape"]
-        out["first_shape"] = torch.tensor(
-            [ids.index(first) if t >= onset[first] else 0 for t in range(frames)])
+        first = next(o for o in scene["objects"] if o["shape"] == min(onset, key=onset.get))
+        ids = STATE_HEADS["first_seen"]
+        colour = ids.index(next(c for c in first["colour"] if c is not None))
+        out["first_seen"] = torch.tensor(
+            [colour if t >= onset[first["shape"]] else 0 for t in range(frames)])
     elif qtype == "count":
         on = [c == syn.FLASH for c in scene["objects"][0]["colour"]]
         runs, seen = [], 0
@@ -251,7 +253,7 @@ def frame_states(scene: dict[str, Any]) -> dict[str, torch.Tensor]:
 TOKEN_HEADS: dict[str, tuple[str, ...]] = {
     # order: at a token of shape S, "S" while the other shape has shown in no frame so far,
     # else "both": only the first object's tokens before the second's onset say their shape,
-    # and the answer is the shape of any token that does (found by content, not by time)
+    # and the answer is the colour of any token that does (found by content, not by time)
     "alone_so_far": ("square", "circle", "both"),
     # motion: at a target-object token of frame t >= 1, the direction from its frame-0 place:
     # attention over the object's earlier tokens (by content) gives where it was
