@@ -11,13 +11,15 @@ import pytest
 import torch
 
 from vistoken.eval import synthetic as syn
+from vistoken.eval.reference import _tokenizer as _reference_tokenizer
 from vistoken.eval.reference import build_reference, prompt_text
 from vistoken.pvc import train as pt
 from vistoken.pvc.tiny import from_reference, load_pvc, prompts
 
 QTYPES = ("detail", "colour_at_time", "motion", "image_detail")
 
-#: floor of the shipped tiny PVC on the first 48 test samples (see its card: 0.715 on 600)
+#: floor of the shipped tiny PVC on the first 50 test samples of the five types it was trained
+#: on as they still are (see its card: 0.715 on 600 samples of benchmark v1)
 PVC_FLOOR = 0.55
 
 
@@ -64,6 +66,36 @@ def test_from_reference_carries_the_llm_and_the_tower(reference):
     assert list(flat.encoder.new_parameters()) == []
     full, fproc = from_reference(ref, tokens_per_frame=196)
     assert full.encoder.frame_tokens == 196 and fproc.tokens_per_frame == 196
+
+
+def test_the_tokenizer_is_the_references_own_and_saved_with_the_model(reference, tmp_path):
+    from vistoken.eval.reference import tokenizer_words
+    from vistoken.pvc.tiny import save
+
+    ref, ref_proc = reference
+    # a reference trained with other word ids (as models of earlier benchmark versions
+    # were): the PVC extends that model's tokenizer, not this version's
+    words = tokenizer_words(ref_proc.tokenizer)
+    moved = [*words[:5], *reversed(words[5:])]
+    other = type(ref_proc)(image_processor=ref_proc.image_processor,
+                           video_processor=ref_proc.video_processor,
+                           tokenizer=_reference_tokenizer(words=moved),
+                           num_image_tokens=ref_proc.num_image_tokens,
+                           vision_feature_select_strategy="full")
+    model, proc = from_reference(ref, reference_processor=other)
+    assert tokenizer_words(proc.tokenizer)[:len(moved)] == moved
+    assert proc.tokenizer.convert_tokens_to_ids("Frame1") == len(moved)
+    save(model, proc, tmp_path)
+    _, loaded = load_pvc(tmp_path)
+    assert tokenizer_words(loaded.tokenizer) == tokenizer_words(proc.tokenizer)
+    # a reference whose vocabulary does not match the tokenizer is refused
+    small = type(ref_proc)(image_processor=ref_proc.image_processor,
+                           video_processor=ref_proc.video_processor,
+                           tokenizer=_reference_tokenizer(words=words[:-1]),
+                           num_image_tokens=ref_proc.num_image_tokens,
+                           vision_feature_select_strategy="full")
+    with pytest.raises(ValueError, match="reference_processor"):
+        from_reference(ref, reference_processor=small)
 
 
 def test_prompts_follow_pvcs_layout(reference):
@@ -203,7 +235,11 @@ def test_the_shipped_tiny_pvc_answers_from_the_pixels():
     log = [json.loads(x) for x in (DEFAULT_PATH / "train_log.jsonl").read_text().splitlines()]
     final = [r for r in log if r.get("final")]
     assert len(final) == 1 and final[0]["step"] == args["stage1_steps"] + args["stage2_steps"]
-    samples = syn.dataset("test", 48, frames=16)
+    # the tiny PVC was trained on benchmark v1 (its card); since v3 an order question asks
+    # for a colour, which it never learnt, so it is checked on the five unchanged types
+    assert "order" in syn.QTYPES and syn.VERSION == 3
+    samples = syn.dataset("test", 50, frames=16,
+                          qtypes=[q for q in syn.QTYPES if q != "order"])
     full = pt.evaluate(model, proc, samples)
     blind = pt.evaluate(model, proc, syn.blanked(samples))
     chance = sum(syn.CHANCE[s.qtype] for s in samples) / len(samples)

@@ -77,13 +77,27 @@ def _question_words() -> list[str]:
     return [w for t in texts for w in _words(t)]
 
 
-def _tokenizer(extra: Sequence[str] = ()) -> Any:
-    """The word-level tokenizer; ``extra`` words get the ids after the reference's own."""
+def tokenizer_words(tokenizer: Any) -> list[str]:
+    """A word-level tokenizer's vocabulary in id order (what :func:`_tokenizer` rebuilds)."""
+    vocab = tokenizer.get_vocab()
+    words = sorted(vocab, key=vocab.get)
+    if [vocab[w] for w in words] != list(range(len(words))):
+        raise ValueError("the tokenizer's ids are not 0..n-1")
+    return words
+
+
+def _tokenizer(extra: Sequence[str] = (), words: Sequence[str] | None = None) -> Any:
+    """The word-level tokenizer; ``extra`` words get the ids after the reference's own.
+
+    ``words``: the vocabulary in id order to start from instead of this version's (a model
+    trained on an earlier benchmark version keeps its own ids: see :func:`tokenizer_words`).
+    """
     from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
     vocab: dict[str, int] = {}
-    for w in [*_SPECIALS, *VOCAB, *_question_words(), *extra]:
+    base = [*_SPECIALS, *VOCAB, *_question_words()] if words is None else list(words)
+    for w in [*base, *extra]:
         vocab.setdefault(w, len(vocab))
     backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
     backend.pre_tokenizer = pre_tokenizers.Sequence(

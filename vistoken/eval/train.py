@@ -61,7 +61,7 @@ class TrainConfig:
     aux_weight: float = 1.0
     #: weight of the auxiliary per-frame *state* heads on the LLM (``frame_states``): the
     #: hidden state at the last visual token of each frame predicts what the clip showed up to
-    #: that frame (first colour, which shape appeared first, flashes so far, direction so far,
+    #: that frame (first colour, the colour that appeared first, flashes so far, direction so far,
     #: the digit seen so far), dense supervision of the temporal bookkeeping the answers need
     state_weight: float = 1.0
     #: the state heads read every visual token (a frame's tokens: the state through the

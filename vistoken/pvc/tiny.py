@@ -44,9 +44,13 @@ MAX_FRAMES = 64
 _PROCESSOR_FILE = "pvc_processor.json"
 
 
-def _tokenizer() -> Any:
+def _tokenizer(words: Sequence[str] | None = None) -> Any:
+    """The reference's tokenizer plus the frame labels; ``words``: the whole vocabulary in id
+    order (a saved PVC's), else this version's reference words and the labels after them."""
     from ..eval.reference import _tokenizer as reference_tokenizer
 
+    if words is not None:
+        return reference_tokenizer(words=words)
     return reference_tokenizer(extra=[f"Frame{i}" for i in range(1, MAX_FRAMES + 1)])
 
 
@@ -69,11 +73,13 @@ def _image_processor(reference_processor: Any | None = None) -> Any:
     )
 
 
-def build_processor(tokens_per_frame: int = 49, image_repeats: int = 4) -> PVCProcessor:
-    """The tiny PVC's processor (the reference's tokenizer plus frame labels)."""
+def build_processor(tokens_per_frame: int = 49, image_repeats: int = 4,
+                    words: Sequence[str] | None = None) -> PVCProcessor:
+    """The tiny PVC's processor (the reference's tokenizer plus frame labels; ``words``: its
+    vocabulary in id order, as :func:`save` records it)."""
     return PVCProcessor(
         _image_processor(),
-        _tokenizer(),
+        _tokenizer(words),
         tokens_per_frame=tokens_per_frame,
         image_repeats=image_repeats,
         image_token="<image>",
@@ -83,6 +89,7 @@ def build_processor(tokens_per_frame: int = 49, image_repeats: int = 4) -> PVCPr
 def from_reference(
     reference: Any | None = None,
     *,
+    reference_processor: Any | None = None,
     tokens_per_frame: int = 49,
     progressive: bool = True,
     image_repeats: int = 4,
@@ -96,13 +103,26 @@ def from_reference(
     ``adaln="none"``: each frame compressed alone to the same count). ``options``: other
     :class:`~vistoken.pvc.PVCConfig` fields. The new parts draw their initial weights from
     ``seed`` (the global RNG is left alone). The reference model is not modified.
+
+    The tokenizer extends ``reference_processor``'s (the shipped reference's when
+    ``reference`` is None), so every word keeps the id the reference was trained with; with
+    a ``reference`` and no processor, this version's reference tokenizer is assumed.
     """
-    from ..eval.reference import load_reference
+    from ..eval.reference import load_reference, tokenizer_words
 
     if reference is None:
-        reference, _ = load_reference()
+        reference, reference_processor = load_reference()
     cfg = reference.config
-    tok = _tokenizer()
+    words = None
+    if reference_processor is not None:
+        words = [*tokenizer_words(reference_processor.tokenizer),
+                 *(f"Frame{i}" for i in range(1, MAX_FRAMES + 1))]
+    tok = _tokenizer(words)
+    if cfg.text_config.vocab_size != len(tok) - MAX_FRAMES:
+        raise ValueError(
+            f"the reference's vocabulary has {cfg.text_config.vocab_size} rows, its tokenizer "
+            f"{len(tok) - MAX_FRAMES} words: pass reference_processor= with the reference's own"
+        )
     text_config = cfg.text_config.to_dict()
     text_config["vocab_size"] = len(tok)
     vision_config = cfg.vision_config.to_dict()
@@ -138,7 +158,7 @@ def from_reference(
         decoder.load_state_dict(state)
         model.language_model.tie_weights()
     model.train(reference.training)
-    return model, build_processor(model.encoder.frame_tokens, image_repeats)
+    return model, build_processor(model.encoder.frame_tokens, image_repeats, words)
 
 
 def prompts(processor: PVCProcessor, samples: Sequence[Any]) -> Any:
@@ -160,9 +180,12 @@ def save(model: PVCForConditionalGeneration, processor: PVCProcessor, path: str 
     """``save_pretrained`` of the model, and the processor's settings beside it."""
     path = Path(path)
     model.save_pretrained(path)
+    from ..eval.reference import tokenizer_words
+
     (path / _PROCESSOR_FILE).write_text(json.dumps(
         {"tokens_per_frame": processor.tokens_per_frame,
-         "image_repeats": processor.image_repeats}, indent=2) + "\n")
+         "image_repeats": processor.image_repeats,
+         "words": tokenizer_words(processor.tokenizer)}, indent=2) + "\n")
 
 
 def load_pvc(path: str | Path | None = None, *, device: Any = "cpu",

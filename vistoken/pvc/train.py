@@ -108,14 +108,15 @@ def check_config(cfg: PVCTrainConfig, world: int = 1) -> None:
             raise ValueError(f"qtype {q!r} needs frames >= {syn.MIN_FRAMES[q]}, got {cfg.frames}")
 
 
-def _base(cfg: PVCTrainConfig) -> Any:
+def _base(cfg: PVCTrainConfig) -> tuple[Any, Any]:
+    """The reference model the PVC starts from, and its processor."""
     from ..eval.reference import build_reference, load_reference
 
     if cfg.base == "shipped":
-        return load_reference()[0]
+        return load_reference()
     if cfg.base == "untrained":
-        return build_reference(cfg.seed)[0]
-    return load_reference(cfg.base)[0]
+        return build_reference(cfg.seed)
+    return load_reference(cfg.base)
 
 
 def _lr_at(cfg: PVCTrainConfig, step: int) -> float:
@@ -190,7 +191,9 @@ def train_pvc(out: str | Path, cfg: PVCTrainConfig, *, progress: bool = True,
         main = ctx.main
         if main:
             out.mkdir(parents=True, exist_ok=True)
-        model, processor = from_reference(_base(cfg), tokens_per_frame=cfg.tokens_per_frame,
+        base, base_processor = _base(cfg)
+        model, processor = from_reference(base, reference_processor=base_processor,
+                                          tokens_per_frame=cfg.tokens_per_frame,
                                           progressive=cfg.progressive,
                                           image_repeats=cfg.image_repeats, seed=cfg.seed)
         model.to(ctx.device).train()
