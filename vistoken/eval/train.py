@@ -216,7 +216,8 @@ def frame_states(scene: dict[str, Any]) -> dict[str, torch.Tensor]:
                                   frames) for o in scene["objects"]}
         first = next(o for o in scene["objects"] if o["shape"] == min(onset, key=onset.get))
         ids = STATE_HEADS["first_seen"]
-        colour = ids.index(next(c for c in first["colour"] if c is not None))
+        shown = [c for c in first["colour"] if c is not None]  # none: nothing shown yet
+        colour = ids.index(shown[0]) if shown else 0
         out["first_seen"] = torch.tensor(
             [colour if t >= onset[first["shape"]] else 0 for t in range(frames)])
     elif qtype == "count":
