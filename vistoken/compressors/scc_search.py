@@ -159,7 +159,11 @@ class _RepPairs:
         if self.pa is not None:
             pa, pb, ps = [self.pa], [self.pb], [self.ps]
         kept = 0 if self.pa is None else self.pa.numel()
-        step = max(_MIN_ROWS, row_block(new.numel(), n_all, BLOCK_ELEMENTS // 2))
+        # row tiles of at most 1/16 of the new rows (256 at least), as BlockGraph's: each
+        # tile multiplies the old columns and the new ones from its own first row on, so the
+        # new x new block computed is close to its upper triangle, not the whole square
+        step = max(_MIN_ROWS, min(row_block(new.numel(), n_all, BLOCK_ELEMENTS // 2),
+                                  max(256, -(-new.numel() // 16))))
         for r0, r1 in _row_tiles(new.numel(), step):
             k = r1 - r0
             rows = rn_new[r0:r1]
