@@ -58,21 +58,8 @@ def sample(model, kind, i=0):
 def pair(model, kind):
     """Two samples of different lengths, and the left-padded batch of both."""
     items = [sample(model, kind, i) for i in range(2)]
-    longest = max(s["input_ids"].shape[1] for s in items)
-    x = {}
-    for key, fill in (
-        ("input_ids", testing.PAD_ID),
-        ("attention_mask", 0),
-        ("mm_token_type_ids", 0),
-    ):
-        pads = [(longest - s[key].shape[1], 0) for s in items]
-        x[key] = torch.cat(
-            [
-                torch.nn.functional.pad(s[key], p, value=fill)
-                for s, p in zip(items, pads, strict=True)
-            ]
-        )
-    for key in items[0].keys() - x.keys():
+    x = model_helpers.batch(items)
+    for key in items[0].keys() - x.keys():  # Gemma 4's other per-sample inputs
         x[key] = torch.cat([s[key] for s in items])
     return items, x
 

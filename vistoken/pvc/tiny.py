@@ -40,6 +40,7 @@ DEFAULT_PATH = Path(__file__).resolve().parent / "tiny_model"
 
 #: Frame labels the tiny PVC's tokenizer knows (``Frame1`` ... ``Frame64``).
 MAX_FRAMES = 64
+_FRAME_WORDS = tuple(f"Frame{i}" for i in range(1, MAX_FRAMES + 1))
 
 _PROCESSOR_FILE = "pvc_processor.json"
 
@@ -51,7 +52,7 @@ def _tokenizer(words: Sequence[str] | None = None) -> Any:
 
     if words is not None:
         return reference_tokenizer(words=words)
-    return reference_tokenizer(extra=[f"Frame{i}" for i in range(1, MAX_FRAMES + 1)])
+    return reference_tokenizer(extra=_FRAME_WORDS)
 
 
 def _image_processor(reference_processor: Any | None = None) -> Any:
@@ -115,8 +116,7 @@ def from_reference(
     cfg = reference.config
     words = None
     if reference_processor is not None:
-        words = [*tokenizer_words(reference_processor.tokenizer),
-                 *(f"Frame{i}" for i in range(1, MAX_FRAMES + 1))]
+        words = [*tokenizer_words(reference_processor.tokenizer), *_FRAME_WORDS]
     tok = _tokenizer(words)
     if cfg.text_config.vocab_size != len(tok) - MAX_FRAMES:
         raise ValueError(
