@@ -119,6 +119,27 @@ def test_bad_tokens(bad, err, words):
         vt.compress(bad, "scc", retention=0.5)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+def test_finite_check_has_no_false_alarm_or_miss(dtype):
+    from vistoken.core import all_finite
+
+    big = torch.finfo(dtype).max
+    # finite values whose sum overflows (the fast sum is not finite): still accepted
+    x = torch.full((4, 8, 16), big, dtype=dtype)
+    assert all_finite(x)
+    assert vt.compress(x, "uniform", retention=0.5).num_tokens == 16
+    # an infinity cancelled by its negative sums to NaN; a lone NaN among huge values
+    for bad in (float("inf"), float("-inf"), float("nan")):
+        y = x.clone()
+        y[1, 2, 3] = bad
+        assert not all_finite(y)
+        with pytest.raises(ValueError, match="NaN or Inf"):
+            vt.compress(y, "uniform", retention=0.5)
+    z = torch.zeros(3, 5, dtype=dtype)
+    z[0, 0], z[2, 4] = float("inf"), float("-inf")
+    assert not all_finite(z)
+
+
 @pytest.mark.parametrize("r", [0.0, -0.1, 1.5, float("nan")])
 def test_bad_retention(r):
     with pytest.raises(ValueError, match=r"retention must be in \(0, 1\]"):
