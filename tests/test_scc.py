@@ -544,8 +544,11 @@ def test_pair_cache_holds_every_pair_above_its_floor_once():
     v = normalize(clustered(1, 300, 16, 8, 0.5, seed=5, dtype=torch.float32)[0])
     cache = _RepPairs(0.4, 1 << 20)
     keys = torch.arange(300) * 7
-    cache.add(keys[:180], v[:180])
-    cache.add(keys[100:], v[100:])  # 120 new (and 80 already seen) representatives
+    assert cache.add(keys[:180], v[:180]).tolist() == list(range(180))
+    ids, new = cache.lookup(keys[100:])  # 120 new (and 80 already seen) representatives
+    assert ids[:80].tolist() == list(range(100, 180))
+    assert new.tolist() == [False] * 80 + [True] * 120
+    assert cache.add(keys[180:], v[180:]).tolist() == list(range(180, 300))
     assert cache.keys.tolist() == keys.tolist() and not cache.full
     full = v @ v.T
     i, j = torch.triu(full > 0.4, 1).nonzero(as_tuple=True)
@@ -554,3 +557,15 @@ def test_pair_cache_holds_every_pair_above_its_floor_once():
     got = sorted(zip(lo.tolist(), hi.tolist(), strict=True))
     assert got == sorted(zip(i.tolist(), j.tolist(), strict=True))  # each pair once
     assert torch.allclose(cache.ps, full[lo, hi], atol=1e-6)
+
+
+def test_unit_rows_of_a_few_representatives_are_those_of_all():
+    # the search normalises only the representatives it has not seen; their unit vectors
+    # must be the bits the temporal step computes from all of them
+    from vistoken.compressors.scc_search import _unit_rows
+
+    g = torch.Generator().manual_seed(8)
+    v = torch.randn(400, 96, generator=g) * torch.logspace(-3, 3, 400).unsqueeze(1)
+    full = normalize(v)
+    for idx in ([7], [0, 399], list(range(3, 40, 3)), list(range(0, 400, 2))):
+        assert torch.equal(_unit_rows(v[idx]), full[idx]), len(idx)

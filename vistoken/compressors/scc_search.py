@@ -93,8 +93,10 @@ class _SpatialForest:
         self.t, self.n = t, n
         self.ei, self.ej, self.w = spanning_forest(sims)
         self.w_sorted = self.w.sort().values
-        self.off = sims.clone()
-        self.off.diagonal(dim1=1, dim2=2).fill_(-torch.inf)  # the self-loop is counted apart
+        # the similarities themselves, their diagonal set to -inf in place (no copy): the
+        # self-loop is counted apart in the degrees, and no tree edge is a self-pair
+        self.off = sims
+        self.off.diagonal(dim1=1, dim2=2).fill_(-torch.inf)
 
     def _tau(self, tau: float, size: int = 1) -> Tensor:
         # the threshold as a tensor of the similarities' dtype: the rounding of ``sims > tau``
@@ -105,13 +107,17 @@ class _SpatialForest:
         below = torch.searchsorted(self.w_sorted, self._tau(tau).view(1), right=True)
         return self.t * self.n - (self.w.numel() - int(below))
 
+    def partition(self, tau: float) -> tuple[Tensor, Tensor]:
+        """``spatial_step``'s partition at tau: comp (T*N,), hubs (M1,)."""
+        keep = self.w > tau
+        labels = edge_components(self.t * self.n, self.ei[keep], self.ej[keep])
+        degree = 1 + count_true(self.off > tau, -1).flatten()
+        return hub_order(labels, degree)
+
     def step(self, x: Tensor, tau: float) -> tuple[Tensor, Tensor, Tensor]:
         """``spatial_step(x, xn, tau)``: comp (T*N,), hubs (M1,), reps (M1, D)."""
         t, n, d = x.shape
-        keep = self.w > tau
-        labels = edge_components(t * n, self.ei[keep], self.ej[keep])
-        degree = 1 + count_true(self.off > tau, -1).flatten()
-        comp, hubs = hub_order(labels, degree)
+        comp, hubs = self.partition(tau)
         return comp, hubs, segment_mean(x.reshape(t * n, d), comp, hubs.numel())
 
 
@@ -121,40 +127,63 @@ class _RepPairs:
     A spatial component is identified across taus by (smallest member, size): partitions
     at different taus are nested, so two components that share their smallest member and
     their size are the same set, and their means (and unit vectors) are the same bits. The
-    cache keeps every representative seen and every pair of them with similarity > floor,
-    each computed once (the same matmul elements the temporal step thresholds); a search
-    step multiplies only the representatives it has not seen, against all seen ones.
+    cache keeps every representative seen (its unit vector, in a buffer that grows by
+    doubling) and every pair of them with similarity > floor, each computed once (the
+    same matmul elements the temporal step thresholds); a search step normalises and
+    multiplies only the representatives it has not seen.
     """
 
     def __init__(self, floor: float, limit: int) -> None:
         self.floor, self.limit = floor, limit
-        self.keys: Tensor | None = None  # (K,) int64, in the order seen
-        self.rn: Tensor | None = None  # (K, D) unit vectors
+        self.n = 0  # representatives held
+        self._keys: Tensor | None = None  # (capacity,) int64, in the order seen
+        self.rn: Tensor | None = None  # (capacity, D) unit vectors
         self.pa = self.pb = self.ps = None  # pairs, each once, with similarity ps > floor
         self.full = False  # the pairs exceeded the limit
 
-    def add(self, keys: Tensor, rn: Tensor) -> Tensor:
-        """Register the current representatives -> (M1,) their ids in the cache."""
-        dev = keys.device
-        if self.keys is None:
+    @property
+    def keys(self) -> Tensor | None:
+        return None if self._keys is None else self._keys[: self.n]
+
+    def lookup(self, keys: Tensor) -> tuple[Tensor, Tensor]:
+        """(M1,) keys -> (ids, new): the cache id of every representative (-1 when unseen)
+        and the (M1,) bool mask of the unseen ones."""
+        if self.n == 0:
             known = torch.full_like(keys, -1)
-            n_old = 0
         else:
             order = self.keys.argsort()
             sk = self.keys[order]
             at = torch.searchsorted(sk, keys).clamp_max(sk.numel() - 1)
             known = torch.where(sk[at] == keys, order[at], -1)
-            n_old = self.keys.numel()
-        new = (known < 0).nonzero().squeeze(1)
-        ids = known.clone()
-        ids[new] = n_old + torch.arange(new.numel(), device=dev)
-        if new.numel() == 0:
+        return known, known < 0
+
+    def _grow(self, extra: int, d: int, like: Tensor) -> None:
+        need = self.n + extra
+        if self._keys is not None and need <= self._keys.numel():
+            return
+        cap = max(need, 2 * (0 if self._keys is None else self._keys.numel()))
+        keys = torch.empty(cap, dtype=torch.long, device=like.device)
+        rn = like.new_empty(cap, d)
+        if self.n:
+            keys[: self.n], rn[: self.n] = self.keys, self.rn[: self.n]
+        self._keys, self.rn = keys, rn
+
+    def add(self, keys: Tensor, rn: Tensor) -> Tensor:
+        """Register unseen representatives (keys, unit vectors) and their pairs above
+        the floor with every representative held -> (k,) their ids. Stops adding pairs
+        (``full``) when they would exceed the limit."""
+        dev = keys.device
+        k_new = keys.numel()
+        n_old = self.n
+        ids = n_old + torch.arange(k_new, device=dev)
+        if k_new == 0:
             return ids
-        rn_new = rn[new]
-        self.keys = keys[new] if self.keys is None else torch.cat((self.keys, keys[new]))
-        self.rn = rn_new if self.rn is None else torch.cat((self.rn, rn_new))
-        allv = self.rn
-        n_all = allv.shape[0]
+        self._grow(k_new, rn.shape[1], rn)
+        self._keys[n_old : n_old + k_new] = keys
+        self.rn[n_old : n_old + k_new] = rn
+        self.n = n_old + k_new
+        allv = self.rn[: self.n]
+        n_all = self.n
         pa, pb, ps = [], [], []
         if self.pa is not None:
             pa, pb, ps = [self.pa], [self.pb], [self.ps]
@@ -162,27 +191,31 @@ class _RepPairs:
         # row tiles of at most 1/16 of the new rows (256 at least), as BlockGraph's: each
         # tile multiplies the old columns and the new ones from its own first row on, so the
         # new x new block computed is close to its upper triangle, not the whole square
-        step = max(_MIN_ROWS, min(row_block(new.numel(), n_all, BLOCK_ELEMENTS // 2),
-                                  max(256, -(-new.numel() // 16))))
-        for r0, r1 in _row_tiles(new.numel(), step):
+        step = max(_MIN_ROWS, min(row_block(k_new, n_all, BLOCK_ELEMENTS // 2),
+                                  max(256, -(-k_new // 16))))
+        for r0, r1 in _row_tiles(k_new, step):
             k = r1 - r0
-            rows = rn_new[r0:r1]
+            rows = rn[r0:r1]
             if k < _MIN_ROWS:  # the BLAS kernel of the full-size tiles (see _MIN_ROWS)
                 rows = torch.cat((rows, rows.new_zeros(_MIN_ROWS - k, rows.shape[1])))
-            me = n_old + r0 + torch.arange(k, device=dev)
-            for c0, c1 in _column_spans(n_old, n_old + r0, n_all):
+            me = n_old + r0
+            for c0, c1 in _column_spans(n_old, me, n_all):
                 sim = (rows @ allv[c0:c1].T)[:k]
                 a = sim > self.floor
                 if c1 > n_old:  # new columns: each pair once, no self-pair
-                    a &= (torch.arange(c0, c1, device=dev) > me.unsqueeze(1)) | (
-                        torch.arange(c0, c1, device=dev) < n_old
-                    )
+                    if c0 == me:  # the tile's own square: its strict upper triangle
+                        a[:, :k].triu_(1)
+                    else:  # all columns at once (tiny spans): old ones, or after the row
+                        cols = torch.arange(c0, c1, device=dev)
+                        a &= (cols > (me + torch.arange(k, device=dev)).unsqueeze(1)) | (
+                            cols < n_old
+                        )
                 i, j = a.nonzero(as_tuple=True)
                 kept += i.numel()
                 if kept > self.limit:
                     self.full = True
                     return ids
-                pa.append(me[i])
+                pa.append(i + me)
                 pb.append(j + c0)
                 ps.append(sim[i, j])
         self.pa, self.pb, self.ps = torch.cat(pa), torch.cat(pb), torch.cat(ps)
@@ -192,7 +225,7 @@ class _RepPairs:
         """``temporal_step(reps, tau)`` from the cached pairs -> comp, hubs, reps2."""
         m1 = reps.shape[0]
         dev = reps.device
-        pos = torch.full((self.keys.numel(),), -1, dtype=torch.long, device=dev)
+        pos = torch.full((self.n,), -1, dtype=torch.long, device=dev)
         pos[ids] = torch.arange(m1, device=dev)
         sel = self.ps > tau
         ei, ej = pos[self.pa[sel]], pos[self.pb[sel]]
@@ -205,7 +238,8 @@ class _RepPairs:
 
 def aiming_forest(sims: Tensor | None) -> _SpatialForest | None:
     """The spatial forest of per-frame similarities, or None when they were not computed
-    or are not symmetric bit for bit (then the search interpolates in log count)."""
+    or are not symmetric bit for bit (then the search interpolates in log count). The
+    forest takes ``sims`` over: their diagonal becomes -inf."""
     if sims is None or not torch.equal(sims, sims.transpose(1, 2)):
         return None
     return _SpatialForest(sims)
@@ -241,7 +275,7 @@ class SearchCounter:
     def __init__(self, xw: Tensor, xn: Tensor) -> None:
         self.xw, self.xn = xw, xn
         self.sims = frame_similarities(xn)
-        self.forest = aiming_forest(self.sims)
+        self.forest = aiming_forest(self.sims)  # when built, the diagonal of sims is -inf
         self.pairs: _RepPairs | None = None
         self.steps = 0
 
@@ -249,41 +283,57 @@ class SearchCounter:
         """M1(tau) without a pass, or None when the forest is not available."""
         return None if self.forest is None else self.forest.count(tau)
 
-    def _spatial(self, tau: float):
-        if self.forest is not None:
-            return self.forest.step(self.xw, tau)
-        return spatial_step(self.xw, self.xn, tau, sims=self.sims)
+    def _pair_floor(self, tau: float, lo: float, m1: int) -> None:
+        """A fresh pair cache with floor min(lo, tau), marked full at once when the pairs
+        above it (estimated from the per-frame ones) would exceed the limit."""
+        floor = min(lo, tau)
+        p = self.pairs = _RepPairs(floor, _PAIR_CACHE_LIMIT)
+        if self.sims is not None:
+            t, n = self.sims.shape[:2]
+            above = count_true(self.sims > floor)
+            if self.forest is None:  # the diagonal still holds the self-similarities
+                above = above - t * n
+            frac = above / max(1, t * n * (n - 1))
+            p.full = float(frac) * m1 * (m1 - 1) / 2 > _PAIR_CACHE_LIMIT
 
     def __call__(self, tau: float, lo: float) -> tuple[int, SCCStructure]:
         self.steps += 1
-        comp1, hubs1, reps1 = self._spatial(tau)
-        m1 = hubs1.numel()
-        total = comp1.numel()
+        if self.forest is not None:
+            comp1, hubs1, reps1 = self.forest.step(self.xw, tau)
+        else:
+            comp1, hubs1, reps1 = spatial_step(self.xw, self.xn, tau, sims=self.sims)
+        m1, total = hubs1.numel(), comp1.numel()
         size1 = segment_count(comp1, m1)
         p = self.pairs
-        if lo < -1.0:  # no lower end yet: the pairs above it would be every pair
-            comp2, hubs2, reps2 = temporal_step(reps1, tau)
-            support = segment_sum(size1.unsqueeze(1), comp2, hubs2.numel()).squeeze(1)
-            return hubs2.numel(), SCCStructure(reps2, hubs1[hubs2], support, m1)
-        if p is None or tau < p.floor or (p.full and lo > p.floor):
-            floor = min(lo, tau)
-            p = self.pairs = _RepPairs(floor, _PAIR_CACHE_LIMIT)
-            # estimate the pairs above the floor from the per-frame ones (diagonal out)
-            if self.sims is not None:
-                t, n = self.sims.shape[:2]
-                frac = (count_true(self.sims > floor) - t * n) / max(1, t * n * (n - 1))
-                p.full = float(frac) * m1 * (m1 - 1) / 2 > _PAIR_CACHE_LIMIT
-        first = torch.full((m1,), total, dtype=torch.long, device=comp1.device)
-        first = first.scatter_reduce(0, comp1, torch.arange(total, device=comp1.device), "amin")
-        ids = None
-        if not self.pairs.full:
-            ids = self.pairs.add(first * (total + 1) + size1, normalize(reps1))
-        if self.pairs.full:
-            comp2, hubs2, reps2 = temporal_step(reps1, tau)
-        else:
+        use_cache = lo >= -1.0  # no lower end yet: the pairs above it would be every pair
+        if use_cache and (p is None or tau < p.floor or (p.full and lo > p.floor)):
+            self._pair_floor(tau, lo, m1)
+        if use_cache and not self.pairs.full:
+            first = torch.full((m1,), total, dtype=torch.long, device=comp1.device)
+            first = first.scatter_reduce(0, comp1, torch.arange(total, device=comp1.device),
+                                         "amin")
+            keys = first * (total + 1) + size1
+            ids, new = self.pairs.lookup(keys)
+            where = new.nonzero().squeeze(1)
+            if where.numel():
+                ids[where] = self.pairs.add(keys[where], _unit_rows(reps1[where]))
+        if use_cache and not self.pairs.full:
             comp2, hubs2, reps2 = self.pairs.temporal(reps1, ids, tau)
+        else:
+            comp2, hubs2, reps2 = temporal_step(reps1, tau)
         support = segment_sum(size1.unsqueeze(1), comp2, hubs2.numel()).squeeze(1)
         return hubs2.numel(), SCCStructure(reps2, hubs1[hubs2], support, m1)
+
+
+def _unit_rows(v: Tensor) -> Tensor:
+    """``normalize(v)`` row by row, the same bits as normalising them among many rows: a
+    few rows are padded (with copies of the first) to at least _MIN_ROWS and the thread
+    count, so that the norm's reduction is split over rows, never within one."""
+    k = v.shape[0]
+    rows = max(_MIN_ROWS, torch.get_num_threads())
+    if k >= rows:
+        return normalize(v)
+    return normalize(torch.cat((v, v[:1].expand(rows - k, -1))))[:k]
 
 
 def _aim(forest: _SpatialForest, lo, c_lo, hi, c_hi, target) -> float | None:
