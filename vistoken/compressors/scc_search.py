@@ -27,10 +27,18 @@ import math
 import torch
 from torch import Tensor
 
-from ..ops import hub_order, normalize, row_block, segment_count, segment_mean, segment_sum
+from ..ops import (
+    BlockGraph,
+    hub_order,
+    normalize,
+    row_block,
+    segment_count,
+    segment_mean,
+    segment_sum,
+)
 from ..ops.components import count_true, edge_components, spanning_forest
 from ..ops.similarity import BLOCK_ELEMENTS
-from .scc import SCCStructure, spatial_step, temporal_step
+from .scc import SCCStructure, spatial_step
 
 __all__ = ["PassCounter", "SearchCounter", "frame_similarities", "search_tau"]
 
@@ -67,14 +75,11 @@ def _row_tiles(n: int, step: int) -> list[tuple[int, int]]:
     return list(zip(bounds[:-1], bounds[1:], strict=True))
 
 
-def _column_spans(n_old: int, c_new: int, n_all: int) -> list[tuple[int, int]]:
-    """[c0, c1) column spans a tile of new rows (the first at c_new) is multiplied with: the
-    old representatives [0, n_old) and the new ones from the tile's own first row on (the
-    upper triangle, as BlockGraph computes it), each span at least _MIN_ROWS wide so that
-    the BLAS keeps its full-size kernel; else all columns."""
-    if n_all - c_new < _MIN_ROWS or 0 < n_old < _MIN_ROWS:
-        return [(0, n_all)]
-    return ([(0, n_old)] if n_old else []) + [(c_new, n_all)]
+def _at_least(v: Tensor) -> Tensor:
+    """``v`` with zero rows appended up to _MIN_ROWS, so that a matmul with it keeps the
+    BLAS kernel of the full-size tiles (its first rows' products are unchanged)."""
+    k = v.shape[0]
+    return v if k >= _MIN_ROWS else torch.cat((v, v.new_zeros(_MIN_ROWS - k, v.shape[1])))
 
 
 class _SpatialForest:
@@ -127,23 +132,19 @@ class _RepPairs:
     A spatial component is identified across taus by (smallest member, size): partitions
     at different taus are nested, so two components that share their smallest member and
     their size are the same set, and their means (and unit vectors) are the same bits. The
-    cache keeps every representative seen (its unit vector, in a buffer that grows by
-    doubling) and every pair of them with similarity > floor, each computed once (the
-    same matmul elements the temporal step thresholds); a search step normalises and
+    cache keeps every representative seen (its unit vector, in the chunk of the step that
+    added it: no copy) and every pair of them with similarity > floor, each computed once
+    (the same matmul elements the temporal step thresholds); a search step normalises and
     multiplies only the representatives it has not seen.
     """
 
     def __init__(self, floor: float, limit: int) -> None:
         self.floor, self.limit = floor, limit
         self.n = 0  # representatives held
-        self._keys: Tensor | None = None  # (capacity,) int64, in the order seen
-        self.rn: Tensor | None = None  # (capacity, D) unit vectors
+        self.keys: Tensor | None = None  # (n,) int64, in the order seen
+        self.chunks: list[Tensor] = []  # unit vectors, one (k, D) chunk per add
         self.pa = self.pb = self.ps = None  # pairs, each once, with similarity ps > floor
         self.full = False  # the pairs exceeded the limit
-
-    @property
-    def keys(self) -> Tensor | None:
-        return None if self._keys is None else self._keys[: self.n]
 
     def lookup(self, keys: Tensor) -> tuple[Tensor, Tensor]:
         """(M1,) keys -> (ids, new): the cache id of every representative (-1 when unseen)
@@ -157,17 +158,6 @@ class _RepPairs:
             known = torch.where(sk[at] == keys, order[at], -1)
         return known, known < 0
 
-    def _grow(self, extra: int, d: int, like: Tensor) -> None:
-        need = self.n + extra
-        if self._keys is not None and need <= self._keys.numel():
-            return
-        cap = max(need, 2 * (0 if self._keys is None else self._keys.numel()))
-        keys = torch.empty(cap, dtype=torch.long, device=like.device)
-        rn = like.new_empty(cap, d)
-        if self.n:
-            keys[: self.n], rn[: self.n] = self.keys, self.rn[: self.n]
-        self._keys, self.rn = keys, rn
-
     def add(self, keys: Tensor, rn: Tensor) -> Tensor:
         """Register unseen representatives (keys, unit vectors) and their pairs above
         the floor with every representative held -> (k,) their ids. Stops adding pairs
@@ -178,12 +168,13 @@ class _RepPairs:
         ids = n_old + torch.arange(k_new, device=dev)
         if k_new == 0:
             return ids
-        self._grow(k_new, rn.shape[1], rn)
-        self._keys[n_old : n_old + k_new] = keys
-        self.rn[n_old : n_old + k_new] = rn
+        starts = [0]
+        for c in self.chunks:
+            starts.append(starts[-1] + c.shape[0])
+        old = list(zip(starts, self.chunks, strict=False))
+        self.keys = keys if self.keys is None else torch.cat((self.keys, keys))
+        self.chunks.append(rn)
         self.n = n_old + k_new
-        allv = self.rn[: self.n]
-        n_all = self.n
         pa, pb, ps = [], [], []
         if self.pa is not None:
             pa, pb, ps = [self.pa], [self.pb], [self.ps]
@@ -191,40 +182,32 @@ class _RepPairs:
         # row tiles of at most 1/16 of the new rows (256 at least), as BlockGraph's: each
         # tile multiplies the old columns and the new ones from its own first row on, so the
         # new x new block computed is close to its upper triangle, not the whole square
-        step = max(_MIN_ROWS, min(row_block(k_new, n_all, BLOCK_ELEMENTS // 2),
+        step = max(_MIN_ROWS, min(row_block(k_new, self.n, BLOCK_ELEMENTS // 2),
                                   max(256, -(-k_new // 16))))
         for r0, r1 in _row_tiles(k_new, step):
             k = r1 - r0
-            rows = rn[r0:r1]
-            if k < _MIN_ROWS:  # the BLAS kernel of the full-size tiles (see _MIN_ROWS)
-                rows = torch.cat((rows, rows.new_zeros(_MIN_ROWS - k, rows.shape[1])))
-            me = n_old + r0
-            for c0, c1 in _column_spans(n_old, me, n_all):
-                sim = (rows @ allv[c0:c1].T)[:k]
+            rows = _at_least(rn[r0:r1])
+            spans = [(c0, cols, False) for c0, cols in old] + [(n_old + r0, rn[r0:], True)]
+            for c0, cols, own in spans:
+                sim = (rows @ _at_least(cols).T)[:k, : cols.shape[0]]
                 a = sim > self.floor
-                if c1 > n_old:  # new columns: each pair once, no self-pair
-                    if c0 == me:  # the tile's own square: its strict upper triangle
-                        a[:, :k].triu_(1)
-                    else:  # all columns at once (tiny spans): old ones, or after the row
-                        cols = torch.arange(c0, c1, device=dev)
-                        a &= (cols > (me + torch.arange(k, device=dev)).unsqueeze(1)) | (
-                            cols < n_old
-                        )
+                if own:  # the tile's own square: its strict upper triangle (each pair once)
+                    a[:, :k].triu_(1)
                 i, j = a.nonzero(as_tuple=True)
                 kept += i.numel()
                 if kept > self.limit:
                     self.full = True
                     return ids
-                pa.append(i + me)
+                pa.append(i + n_old + r0)
                 pb.append(j + c0)
                 ps.append(sim[i, j])
         self.pa, self.pb, self.ps = torch.cat(pa), torch.cat(pb), torch.cat(ps)
         return ids
 
-    def temporal(self, reps: Tensor, ids: Tensor, tau: float):
-        """``temporal_step(reps, tau)`` from the cached pairs -> comp, hubs, reps2."""
-        m1 = reps.shape[0]
-        dev = reps.device
+    def temporal(self, ids: Tensor, m1: int, tau: float) -> tuple[Tensor, Tensor]:
+        """The components of ``temporal_step`` at tau over the M1 representatives of cache
+        ids ``ids``, from the cached pairs -> comp (M1,), hubs (M2,)."""
+        dev = ids.device
         pos = torch.full((self.n,), -1, dtype=torch.long, device=dev)
         pos[ids] = torch.arange(m1, device=dev)
         sel = self.ps > tau
@@ -232,8 +215,7 @@ class _RepPairs:
         both = (ei >= 0) & (ej >= 0)
         ei, ej = ei[both], ej[both]
         degree = 1 + torch.bincount(ei, minlength=m1) + torch.bincount(ej, minlength=m1)
-        comp, hubs = hub_order(edge_components(m1, ei, ej), degree)
-        return comp, hubs, segment_mean(reps, comp, hubs.numel())
+        return hub_order(edge_components(m1, ei, ej), degree)
 
 
 def aiming_forest(sims: Tensor | None) -> _SpatialForest | None:
@@ -296,10 +278,30 @@ class SearchCounter:
             frac = above / max(1, t * n * (n - 1))
             p.full = float(frac) * m1 * (m1 - 1) / 2 > _PAIR_CACHE_LIMIT
 
-    def __call__(self, tau: float, lo: float) -> tuple[int, SCCStructure]:
+    def _new_means(self, comp1: Tensor, new: Tensor, size1: Tensor) -> Tensor:
+        """The means of the components marked ``new``, in their order, the bits
+        ``segment_mean`` over all tokens gives (each sums its members in ascending token
+        order): from the members of those components alone when they are at most half
+        the tokens, else from all tokens with the others summed into a discarded row."""
+        t, n, d = self.xw.shape
+        flat = self.xw.reshape(t * n, d)
+        k = int(new.sum())
+        pos = torch.cumsum(new, 0) - 1
+        tok_new = new[comp1]
+        if 2 * int(tok_new.sum()) <= t * n:
+            tok = tok_new.nonzero().squeeze(1)
+            sums = segment_sum(flat[tok], pos[comp1[tok]], k)
+        else:
+            sums = segment_sum(flat, torch.where(tok_new, pos[comp1], k), k + 1)[:k]
+        return sums.div_(size1[new].to(sums.dtype).unsqueeze(1))
+
+    def __call__(self, tau: float, lo: float) -> tuple[int, _LazyStructure]:
         self.steps += 1
-        if self.forest is not None:
-            comp1, hubs1, reps1 = self.forest.step(self.xw, tau)
+        t, n, d = self.xw.shape
+        flat = self.xw.reshape(t * n, d)
+        reps1 = None
+        if self.forest is not None:  # the partition; means only where they are needed
+            comp1, hubs1 = self.forest.partition(tau)
         else:
             comp1, hubs1, reps1 = spatial_step(self.xw, self.xn, tau, sims=self.sims)
         m1, total = hubs1.numel(), comp1.numel()
@@ -316,13 +318,41 @@ class SearchCounter:
             ids, new = self.pairs.lookup(keys)
             where = new.nonzero().squeeze(1)
             if where.numel():
-                ids[where] = self.pairs.add(keys[where], _unit_rows(reps1[where]))
+                raw = self._new_means(comp1, new, size1) if reps1 is None else reps1[where]
+                ids[where] = self.pairs.add(keys[where], _unit_rows(raw))
         if use_cache and not self.pairs.full:
-            comp2, hubs2, reps2 = self.pairs.temporal(reps1, ids, tau)
+            comp2, hubs2 = self.pairs.temporal(ids, m1, tau)
         else:
-            comp2, hubs2, reps2 = temporal_step(reps1, tau)
-        support = segment_sum(size1.unsqueeze(1), comp2, hubs2.numel()).squeeze(1)
-        return hubs2.numel(), SCCStructure(reps2, hubs1[hubs2], support, m1)
+            if reps1 is None:
+                reps1 = segment_mean(flat, comp1, m1)
+            graph = BlockGraph(normalize(reps1), tau)
+            comp2, hubs2 = hub_order(graph.components(), graph.degree)
+        return hubs2.numel(), _LazyStructure(flat, comp1, hubs1, size1, comp2, hubs2, reps1)
+
+
+class _LazyStructure:
+    """The :class:`SCCStructure` of one search step, its means computed only when read.
+
+    A search step needs only the count; the temporal representatives (two segment means
+    over (T*N, D) and (M1, D)) are computed for the one step whose structure is used, by
+    the same calls as ``scc_structure`` (the same bits)."""
+
+    def __init__(self, flat, comp1, hubs1, size1, comp2, hubs2, reps1=None) -> None:
+        self.flat, self.comp1, self.comp2, self._reps1 = flat, comp1, comp2, reps1
+        self.spatial_tokens = hubs1.numel()
+        self.anchors = hubs1[hubs2]
+        self.support = segment_sum(size1.unsqueeze(1), comp2, hubs2.numel()).squeeze(1)
+        self._reps: Tensor | None = None
+
+    @property
+    def reps(self) -> Tensor:
+        if self._reps is None:
+            reps1 = self._reps1
+            if reps1 is None:
+                reps1 = segment_mean(self.flat, self.comp1, self.spatial_tokens)
+            self._reps = segment_mean(reps1, self.comp2, self.anchors.numel())
+            self._reps1 = None
+        return self._reps
 
 
 def _unit_rows(v: Tensor) -> Tensor:

@@ -31,7 +31,7 @@ def segment_mean(x: Tensor, seg: Tensor, k: int) -> Tensor:
     The sums are plain sums: scale x with :func:`sum_scale` first when they may overflow.
     """
     counts = segment_count(seg, k).to(x.dtype)
-    return segment_sum(x, seg, k) / counts.unsqueeze(1)
+    return segment_sum(x, seg, k).div_(counts.unsqueeze(1))  # in place: no second (k, D)
 
 
 def sum_scale(bound: float, count: int, dtype: torch.dtype) -> float:
