@@ -569,3 +569,56 @@ def test_unit_rows_of_a_few_representatives_are_those_of_all():
     full = normalize(v)
     for idx in ([7], [0, 399], list(range(3, 40, 3)), list(range(0, 400, 2))):
         assert torch.equal(_unit_rows(v[idx]), full[idx]), len(idx)
+
+
+def test_every_node_sampled_is_every_size_fully_sampled():
+    from vistoken.compressors.scc_official import every_node_sampled, sample_size
+
+    for eps in (0.05, 0.2, 0.5, 0.6, 0.9, 1.0):
+        for total in (1, 2, 3, 10, 100, 400, 3234, 3235, 5000):
+            want = all(sample_size(n, eps) == n for n in range(2, total + 1))
+            assert every_node_sampled(total, eps) == want, (eps, total)
+
+
+def _prototype_video(frames: int, side: int, d: int, k: int = 24, seed: int = 0):
+    """Tokens of k prototypes over smooth drifting label maps plus noise (bench_scc's
+    synthetic features, small): counts jump by many components at single taus."""
+    g = torch.Generator().manual_seed(seed)
+    protos = torch.randn(k, d, generator=g)
+    base = torch.randn(1, k, 4, 4, generator=g)
+    drift = torch.randn(1, k, 4, 4, generator=g) * 0.05
+    fields = base + drift * torch.arange(frames).view(frames, 1, 1, 1)
+    fields = torch.nn.functional.interpolate(fields, size=(side, side), mode="bicubic")
+    labels = fields.argmax(1).reshape(frames, side * side)
+    return protos[labels] + 0.35 * torch.randn(frames, side * side, d, generator=g)
+
+
+def test_search_inside_a_fixed_partition_counts_like_a_pass():
+    # When no spatial tree weight lies inside the bracket, the search takes the count at
+    # every temporal event from the pair cache; those counts must be a pass's, and the
+    # result the tau pass at the tau reported plus the settling rule.
+    from vistoken.compressors import scc_search
+
+    x = _prototype_video(8, 10, 64)
+    xn = normalize(x)
+    seen = []
+    orig = scc_search._within
+
+    def spy(count_at, lo, hi, budget):
+        events = count_at.events(lo, hi)
+        for ev in events[:: max(1, events.numel() // 6)].tolist():
+            want = scc_structure(x, xn, ev).reps.shape[0]
+            assert count_at.fixed_count(lo, ev) == want, (lo, ev)
+        seen.append(events.numel())
+        return orig(count_at, lo, hi, budget)
+
+    scc_search._within = spy
+    try:
+        for r in (0.05, 0.1, 0.2, 0.35, 0.5):
+            out = vt.compress(x, "scc", retention=r)
+            assert out.num_tokens == math.ceil(r * 8 * 100)
+            ref = scc_structure(x, xn, out.info["tau"])
+            assert ref.reps.shape[0] - out.info["settled"] == out.num_tokens
+    finally:
+        scc_search._within = orig
+    assert seen and max(seen) > 0  # the case arose, with events to search

@@ -42,6 +42,13 @@ def sample_size(n: int, epsilon: float) -> int:
     return n if raw >= n else math.ceil(raw)
 
 
+def every_node_sampled(total: int, epsilon: float) -> bool:
+    """Whether every graph of at most ``total`` nodes has all its nodes sampled (s = n).
+    ln(n) / n falls on both sides of its peak at n = e, so checking n = 2 and n = total
+    covers every size in between."""
+    return total < 2 or all(sample_size(n, epsilon) == n for n in (2, total))
+
+
 class OfficialSampler:
     """The official code's node samples, drawn from numpy's stream in its order.
 

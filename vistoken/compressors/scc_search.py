@@ -204,6 +204,12 @@ class _RepPairs:
         self.pa, self.pb, self.ps = torch.cat(pa), torch.cat(pb), torch.cat(ps)
         return ids
 
+    def present(self, ids: Tensor) -> Tensor:
+        """(n,) bool: which cached representatives are among ``ids``."""
+        out = torch.zeros(self.n, dtype=torch.bool, device=ids.device)
+        out[ids] = True
+        return out
+
     def temporal(self, ids: Tensor, m1: int, tau: float) -> tuple[Tensor, Tensor]:
         """The components of ``temporal_step`` at tau over the M1 representatives of cache
         ids ``ids``, from the cached pairs -> comp (M1,), hubs (M2,)."""
@@ -259,11 +265,33 @@ class SearchCounter:
         self.sims = frame_similarities(xn)
         self.forest = aiming_forest(self.sims)  # when built, the diagonal of sims is -inf
         self.pairs: _RepPairs | None = None
+        self._ids: dict[float, tuple[_RepPairs, Tensor]] = {}  # tau -> its cache ids
         self.steps = 0
 
     def spatial_count(self, tau: float) -> int | None:
         """M1(tau) without a pass, or None when the forest is not available."""
         return None if self.forest is None else self.forest.count(tau)
+
+    def events(self, lo: float, hi: float) -> Tensor | None:
+        """The taus in (lo, hi) where the count can change, when no spatial tree weight
+        lies in (lo, hi) (the partition is lo's over all of it): the distinct cached pair
+        similarities in (lo, hi) between lo's representatives, ascending. None when lo's
+        step did not use the current cache (then they are not known)."""
+        entry = self._ids.get(lo)
+        if entry is None or entry[0] is not self.pairs or self.pairs.full:
+            return None
+        p, ids = entry
+        if p.ps is None:  # no pair above the floor: no temporal edge anywhere in (lo, hi)
+            return torch.empty(0, device=ids.device)
+        inside = p.present(ids)
+        sel = (p.ps > lo) & (p.ps < hi) & inside[p.pa] & inside[p.pb]
+        return p.ps[sel].unique()
+
+    def fixed_count(self, lo: float, tau: float) -> int:
+        """The count at tau in (lo, hi) of :meth:`events`: lo's partition, the temporal
+        edges > tau (from the cache)."""
+        p, ids = self._ids[lo]
+        return p.temporal(ids, ids.numel(), tau)[1].numel()
 
     def _pair_floor(self, tau: float, lo: float, m1: int) -> None:
         """A fresh pair cache with floor min(lo, tau), marked full at once when the pairs
@@ -321,6 +349,7 @@ class SearchCounter:
                 raw = self._new_means(comp1, new, size1) if reps1 is None else reps1[where]
                 ids[where] = self.pairs.add(keys[where], _unit_rows(raw))
         if use_cache and not self.pairs.full:
+            self._ids[tau] = (self.pairs, ids)
             comp2, hubs2 = self.pairs.temporal(ids, m1, tau)
         else:
             if reps1 is None:
@@ -391,6 +420,26 @@ def _aim(forest: _SpatialForest, lo, c_lo, hi, c_hi, target) -> float | None:
     return float(cand[at])
 
 
+def _within(count_at, lo: float, hi: float, budget: int) -> float | None:
+    """The next tau when no spatial tree weight lies in (lo, hi): the partition is lo's
+    over the whole bracket and only temporal edges change, so the count is monotone there
+    and known from the pair cache without a pass. Returns the smallest event tau in
+    (lo, hi) whose count reaches the budget (a count jump may skip the settling band:
+    this is then the closest count above it), ``hi`` when none does, None when the
+    events are not known."""
+    events = count_at.events(lo, hi)
+    if events is None:
+        return None
+    a, b = 0, events.numel()
+    while a < b:  # the first event whose count reaches the budget
+        m = (a + b) // 2
+        if count_at.fixed_count(lo, float(events[m])) >= budget:
+            b = m
+        else:
+            a = m + 1
+    return hi if a == events.numel() else float(events[a])
+
+
 def search_tau(count_at, budget: int, total: int):
     """Search the tau whose component count is at least ``budget`` and close to it.
 
@@ -425,9 +474,14 @@ def search_tau(count_at, budget: int, total: int):
                 e_hi = target * (c_hi / target) ** shrink
             else:
                 e_lo = target * (c_lo / target) ** shrink
-        mid = None
+        mid, last_step = None, False
         if forest is not None:
             mid = _aim(forest, lo, e_lo, hi, e_hi, target)
+            if mid is None and hasattr(count_at, "events"):
+                mid = _within(count_at, lo, hi, budget)
+                if mid == hi:  # no tau in (lo, hi) reaches the budget: hi is the answer
+                    break
+                last_step = mid is not None
         if mid is None:
             f = (math.log(target) - math.log(e_lo)) / (math.log(e_hi) - math.log(e_lo))
             f = min(max(f, 0.1), 0.9) if forest is None else 0.5
@@ -436,7 +490,7 @@ def search_tau(count_at, budget: int, total: int):
         if count >= budget:
             hi, c_hi, hi_state = mid, float(count), state
             last.append("hi")
-            if count <= budget + slack:
+            if count <= budget + slack or last_step:
                 break
         else:
             lo, c_lo = mid, float(count)

@@ -246,30 +246,35 @@ def spanning_forest(sims: Tensor) -> tuple[Tensor, Tensor, Tensor]:
 
     Prim's algorithm, the B graphs in step: n - 1 rounds, each adding to every tree the
     outside node of heaviest link to it (ties: the smallest index) and relaxing the links
-    with that node's row; (B, n) work a round and no host synchronisation.
+    with that node's row; (B, n) work a round and no host synchronisation. Tree nodes carry
+    -inf (in the keys, and added to every relaxed row), so a round is eight small ops and a
+    node's parent never changes once it is in the tree (read once at the end).
     """
     b, n, _ = sims.shape
     dev = sims.device
-    rows = torch.arange(b, device=dev)
-    outside = torch.ones(b, n, dtype=torch.bool, device=dev)
-    outside[:, 0] = False
-    key = sims[:, 0, :].clone()  # heaviest link of every node to the tree so far
-    parent = torch.zeros(b, n, dtype=torch.long, device=dev)
-    us, ps = [], []
-    for _ in range(n - 1):
-        u = key.masked_fill(~outside, -torch.inf).argmax(1)
-        us.append(u)
-        ps.append(parent[rows, u])
-        outside[rows, u] = False
-        link = sims[rows, u]
-        better = link > key
-        key = torch.where(better, link, key)
-        parent = torch.where(better, u.unsqueeze(1), parent)
     if n < 2:
         ei = torch.empty(0, dtype=torch.long, device=dev)
         return ei, ei, sims.new_empty(0)
-    u, p = torch.stack(us, 1), torch.stack(ps, 1)  # (B, n - 1)
-    base = rows.unsqueeze(1) * n
-    ei = (base + torch.minimum(u, p)).flatten()
-    ej = (base + torch.maximum(u, p)).flatten()
+    flat = sims.reshape(b * n, n)
+    base = torch.arange(b, device=dev) * n
+    neg = torch.zeros(b, n, dtype=sims.dtype, device=dev)  # -inf once in the tree
+    neg[:, 0] = -torch.inf
+    key = flat[base] + neg  # heaviest link of every outside node to the tree so far
+    parent = torch.zeros(b, n, dtype=torch.long, device=dev)
+    us = torch.empty(b, n - 1, dtype=torch.long, device=dev)
+    neg_flat, key_flat = neg.view(-1), key.view(-1)
+    for k in range(n - 1):
+        u = key.argmax(1)
+        us[:, k] = u
+        at = base + u
+        neg_flat[at] = -torch.inf
+        key_flat[at] = -torch.inf
+        link = flat[at] + neg
+        better = link > key
+        torch.maximum(key, link, out=key)
+        parent = torch.where(better, u.unsqueeze(1), parent)
+    p = parent.gather(1, us)  # (B, n - 1)
+    start = base.unsqueeze(1)
+    ei = (start + torch.minimum(us, p)).flatten()
+    ej = (start + torch.maximum(us, p)).flatten()
     return ei, ej, sims.view(-1)[(ei // n) * n * n + (ei % n) * n + ej % n]
