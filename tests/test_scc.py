@@ -537,26 +537,40 @@ def test_official_only_options_are_refused_in_exact_mode():
 
 
 def test_pair_cache_holds_every_pair_above_its_floor_once():
-    # new x new is multiplied as an upper triangle, new x old as a rectangle: together
-    # every pair above the floor, once, with the similarity the full matmul gives
+    # Representatives present over intervals of tau (as components are), steps visited in
+    # a bracketing order: after every step the cache holds each pair of the step's own
+    # representatives above the floor, and no pair twice, with the full matmul's value.
     from vistoken.compressors.scc_search import _RepPairs
 
-    v = normalize(clustered(1, 300, 16, 8, 0.5, seed=5, dtype=torch.float32)[0])
-    cache = _RepPairs(0.4, 1 << 20)
-    keys = torch.arange(300) * 7
-    assert cache.add(keys[:180], v[:180]).tolist() == list(range(180))
-    ids, new = cache.lookup(keys[100:])  # 120 new (and 80 already seen) representatives
-    assert ids[:80].tolist() == list(range(100, 180))
-    assert new.tolist() == [False] * 80 + [True] * 120
-    assert cache.add(keys[180:], v[180:]).tolist() == list(range(180, 300))
-    assert cache.keys.tolist() == keys.tolist() and not cache.full
+    g = torch.Generator().manual_seed(5)
+    m = 300
+    v = normalize(clustered(1, m, 16, 8, 0.5, seed=5, dtype=torch.float32)[0])
+    a = torch.rand(m, generator=g) * 0.6 + 0.2
+    b = a + torch.rand(m, generator=g) * 0.4  # rep i is present for tau in [a_i, b_i]
+    keys = torch.arange(m) * 7 + 3
     full = v @ v.T
-    i, j = torch.triu(full > 0.4, 1).nonzero(as_tuple=True)
-    lo, hi = torch.minimum(cache.pa, cache.pb), torch.maximum(cache.pa, cache.pb)
-    assert bool((lo < hi).all())  # no self-pair
-    got = sorted(zip(lo.tolist(), hi.tolist(), strict=True))
-    assert got == sorted(zip(i.tolist(), j.tolist(), strict=True))  # each pair once
-    assert torch.allclose(cache.ps, full[lo, hi], atol=1e-6)
+    cache = _RepPairs(0.4, 1 << 20)
+    for step, tau in enumerate((0.5, 0.9, 0.7, 0.6, 0.8, 0.65, 0.3)):
+        cur = ((a <= tau) & (tau <= b)).nonzero().squeeze(1)
+        ids, new = cache.lookup(keys[cur])
+        where = new.nonzero().squeeze(1)
+        ids[where] = cache.add(keys[cur][where], v[cur][where], ids[~new], tau)
+        assert not cache.full
+        assert torch.equal(cache.keys[ids], keys[cur])  # every id names its representative
+        held = {(min(p, q), max(p, q)) for p, q in zip(cache.pa.tolist(), cache.pb.tolist(),
+                                                       strict=True)}
+        assert len(held) == cache.pa.numel(), step  # no pair twice
+        rep = cache.keys // 7  # cache id -> representative
+        got = {(int(rep[p]), int(rep[q])) for p, q in held}
+        got = {(min(p, q), max(p, q)) for p, q in got}
+        sub = full[cur][:, cur]
+        i, j = torch.triu(sub > 0.4, 1).nonzero(as_tuple=True)
+        want = {(min(p, q), max(p, q)) for p, q in zip(cur[i].tolist(), cur[j].tolist(),
+                                                       strict=True)}
+        assert want <= got, (step, len(want - got))
+    ra, rb = cache.keys[cache.pa] // 7, cache.keys[cache.pb] // 7
+    assert bool((ra != rb).all())  # no self-pair
+    assert torch.allclose(cache.ps, full[ra, rb], atol=1e-6)
 
 
 def test_unit_rows_of_a_few_representatives_are_those_of_all():

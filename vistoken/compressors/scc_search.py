@@ -112,6 +112,15 @@ class _SpatialForest:
         below = torch.searchsorted(self.w_sorted, self._tau(tau).view(1), right=True)
         return self.t * self.n - (self.w.numel() - int(below))
 
+    def below(self, budget: int) -> float:
+        """The largest tree weight at which M1 is below ``budget`` (-2 when none): the
+        count there, at most M1, is under the budget."""
+        w = self.w_sorted
+        # M1(w_k) = T*N - #(w > w_k); the last k where it is below the budget
+        m1 = self.t * self.n - (w.numel() - torch.searchsorted(w, w, right=True))
+        under = (m1 < budget).nonzero()
+        return float(w[int(under[-1])]) if under.numel() else -2.0
+
     def partition(self, tau: float) -> tuple[Tensor, Tensor]:
         """``spatial_step``'s partition at tau: comp (T*N,), hubs (M1,)."""
         keep = self.w > tau
@@ -133,9 +142,16 @@ class _RepPairs:
     at different taus are nested, so two components that share their smallest member and
     their size are the same set, and their means (and unit vectors) are the same bits. The
     cache keeps every representative seen (its unit vector, in the chunk of the step that
-    added it: no copy) and every pair of them with similarity > floor, each computed once
-    (the same matmul elements the temporal step thresholds); a search step normalises and
-    multiplies only the representatives it has not seen.
+    added it: no copy) and pairs of them with similarity > floor, each computed once (the
+    same matmul elements the temporal step thresholds).
+
+    A step needs the pairs among its own representatives only, and computes those it does
+    not hold yet: its new representatives against all of its own, and the pairs of two
+    seen ones never present at one step. A component is present over an interval of tau
+    (connected below some tau, cut from the rest above another), so two representatives
+    present now were both present at an earlier step unless one was seen only below the
+    current tau and the other only above it. Representatives of other steps are never
+    multiplied, so a step far from the final tau costs only its own pairs.
     """
 
     def __init__(self, floor: float, limit: int) -> None:
@@ -143,6 +159,8 @@ class _RepPairs:
         self.n = 0  # representatives held
         self.keys: Tensor | None = None  # (n,) int64, in the order seen
         self.chunks: list[Tensor] = []  # unit vectors, one (k, D) chunk per add
+        self.seen_lo: Tensor | None = None  # (n,) float64: smallest tau seen present
+        self.seen_hi: Tensor | None = None  # (n,) float64: largest tau seen present
         self.pa = self.pb = self.ps = None  # pairs, each once, with similarity ps > floor
         self.full = False  # the pairs exceeded the limit
 
@@ -158,50 +176,84 @@ class _RepPairs:
             known = torch.where(sk[at] == keys, order[at], -1)
         return known, known < 0
 
-    def add(self, keys: Tensor, rn: Tensor) -> Tensor:
-        """Register unseen representatives (keys, unit vectors) and their pairs above
-        the floor with every representative held -> (k,) their ids. Stops adding pairs
+    def _rows(self, ids: Tensor) -> Tensor:
+        """The unit vectors of cache ids ``ids``, in their order (gathered from the chunks)."""
+        first = self.chunks[0]
+        out = first.new_empty(ids.numel(), first.shape[1])
+        start = 0
+        for c in self.chunks:
+            inside = (ids >= start) & (ids < start + c.shape[0])
+            out[inside] = c[ids[inside] - start]
+            start += c.shape[0]
+        return out
+
+    def _pairs(self, rows: Tensor, row_ids: Tensor, cols: Tensor, col_ids: Tensor,
+               own: bool, found: list) -> bool:
+        """Pairs of ``rows`` x ``cols`` above the floor (the strict upper triangle when
+        they are the same vectors, ``own``) appended to ``found`` as (ids a, ids b, sims),
+        in row tiles of at most 1/16 of the rows (256 at least), as BlockGraph's; a tile
+        of own rows multiplies the columns from its own first row on. False when the
+        pairs exceeded the limit."""
+        n_rows, n_cols = rows.shape[0], cols.shape[0]
+        step = max(_MIN_ROWS, min(row_block(n_rows, n_cols, BLOCK_ELEMENTS // 2),
+                                  max(256, -(-n_rows // 16))))
+        for r0, r1 in _row_tiles(n_rows, step):
+            k = r1 - r0
+            c0 = r0 if own else 0
+            span = cols[c0:]
+            sim = (_at_least(rows[r0:r1]) @ _at_least(span).T)[:k, : span.shape[0]]
+            a = sim > self.floor
+            if own:
+                a[:, :k].triu_(1)
+            i, j = a.nonzero(as_tuple=True)
+            found[3] += i.numel()
+            if found[3] > self.limit:
+                return False
+            found[0].append(row_ids[r0 + i])
+            found[1].append(col_ids[c0 + j])
+            found[2].append(sim[i, j])
+        return True
+
+    def add(self, keys: Tensor, rn: Tensor, old: Tensor, tau: float) -> Tensor:
+        """A step at ``tau`` with unseen representatives (keys, unit vectors) and seen ones
+        (cache ids ``old``): registers the unseen ones -> (k,) their ids, and adds the
+        pairs above the floor that the step's representatives lack: new x new, new x old,
+        and old ones seen only below tau x old ones seen only above it. Stops adding pairs
         (``full``) when they would exceed the limit."""
         dev = keys.device
         k_new = keys.numel()
         n_old = self.n
         ids = n_old + torch.arange(k_new, device=dev)
-        if k_new == 0:
-            return ids
-        starts = [0]
-        for c in self.chunks:
-            starts.append(starts[-1] + c.shape[0])
-        old = list(zip(starts, self.chunks, strict=False))
-        self.keys = keys if self.keys is None else torch.cat((self.keys, keys))
-        self.chunks.append(rn)
-        self.n = n_old + k_new
-        pa, pb, ps = [], [], []
+        found = [[], [], [], 0 if self.pa is None else self.pa.numel()]
         if self.pa is not None:
-            pa, pb, ps = [self.pa], [self.pb], [self.ps]
-        kept = 0 if self.pa is None else self.pa.numel()
-        # row tiles of at most 1/16 of the new rows (256 at least), as BlockGraph's: each
-        # tile multiplies the old columns and the new ones from its own first row on, so the
-        # new x new block computed is close to its upper triangle, not the whole square
-        step = max(_MIN_ROWS, min(row_block(k_new, self.n, BLOCK_ELEMENTS // 2),
-                                  max(256, -(-k_new // 16))))
-        for r0, r1 in _row_tiles(k_new, step):
-            k = r1 - r0
-            rows = _at_least(rn[r0:r1])
-            spans = [(c0, cols, False) for c0, cols in old] + [(n_old + r0, rn[r0:], True)]
-            for c0, cols, own in spans:
-                sim = (rows @ _at_least(cols).T)[:k, : cols.shape[0]]
-                a = sim > self.floor
-                if own:  # the tile's own square: its strict upper triangle (each pair once)
-                    a[:, :k].triu_(1)
-                i, j = a.nonzero(as_tuple=True)
-                kept += i.numel()
-                if kept > self.limit:
-                    self.full = True
-                    return ids
-                pa.append(i + n_old + r0)
-                pb.append(j + c0)
-                ps.append(sim[i, j])
-        self.pa, self.pb, self.ps = torch.cat(pa), torch.cat(pb), torch.cat(ps)
+            found[0], found[1], found[2] = [self.pa], [self.pb], [self.ps]
+        below = above = None
+        if n_old:
+            lo_t, hi_t = self.seen_lo[old], self.seen_hi[old]
+            below, above = old[hi_t < tau], old[lo_t > tau]
+        if k_new:
+            self.keys = keys if self.keys is None else torch.cat((self.keys, keys))
+            self.chunks.append(rn)
+            self.n = n_old + k_new
+            at = torch.full((k_new,), tau, dtype=torch.float64, device=dev)
+            self.seen_lo = at if self.seen_lo is None else torch.cat((self.seen_lo, at))
+            self.seen_hi = at.clone() if self.seen_hi is None else torch.cat((self.seen_hi, at))
+        if n_old:
+            self.seen_lo[old] = self.seen_lo[old].clamp_max(tau)
+            self.seen_hi[old] = self.seen_hi[old].clamp_min(tau)
+        ok = True
+        if k_new:
+            ok = self._pairs(rn, ids, rn, ids, True, found)
+            if ok and old.numel():
+                ok = self._pairs(rn, ids, self._rows(old), old, False, found)
+        if ok and below is not None and below.numel() and above.numel():
+            ok = self._pairs(self._rows(below), below, self._rows(above), above, False, found)
+        if not ok:
+            self.full = True
+            return ids
+        if found[0]:
+            self.pa, self.pb = torch.cat(found[0]), torch.cat(found[1])
+            self.ps = torch.cat(found[2])
         return ids
 
     def present(self, ids: Tensor) -> Tensor:
@@ -265,8 +317,16 @@ class SearchCounter:
         self.sims = frame_similarities(xn)
         self.forest = aiming_forest(self.sims)  # when built, the diagonal of sims is -inf
         self.pairs: _RepPairs | None = None
+        self.known_lo = -2.0  # see expect()
         self._ids: dict[float, tuple[_RepPairs, Tensor]] = {}  # tau -> its cache ids
         self.steps = 0
+
+    def expect(self, budget: int) -> None:
+        """Told the budget by the search: below the largest tau where the spatial count is
+        under it, the count (at most M1) is under it too, a lower end known before any
+        step, so that the first step's pairs can be kept as well."""
+        if self.forest is not None:
+            self.known_lo = self.forest.below(budget)
 
     def spatial_count(self, tau: float) -> int | None:
         """M1(tau) without a pass, or None when the forest is not available."""
@@ -335,6 +395,7 @@ class SearchCounter:
         m1, total = hubs1.numel(), comp1.numel()
         size1 = segment_count(comp1, m1)
         p = self.pairs
+        lo = max(lo, self.known_lo) if self.known_lo < tau else lo
         use_cache = lo >= -1.0  # no lower end yet: the pairs above it would be every pair
         if use_cache and (p is None or tau < p.floor or (p.full and lo > p.floor)):
             self._pair_floor(tau, lo, m1)
@@ -345,9 +406,11 @@ class SearchCounter:
             keys = first * (total + 1) + size1
             ids, new = self.pairs.lookup(keys)
             where = new.nonzero().squeeze(1)
+            raw = None
             if where.numel():
                 raw = self._new_means(comp1, new, size1) if reps1 is None else reps1[where]
-                ids[where] = self.pairs.add(keys[where], _unit_rows(raw))
+            rn = _unit_rows(raw) if raw is not None else self.xw.new_empty(0, d)
+            ids[where] = self.pairs.add(keys[where], rn, ids[~new], tau)
         if use_cache and not self.pairs.full:
             self._ids[tau] = (self.pairs, ids)
             comp2, hubs2 = self.pairs.temporal(ids, m1, tau)
@@ -457,6 +520,8 @@ def search_tau(count_at, budget: int, total: int):
     slack = budget // 50
     target = budget + slack / 2
     forest = getattr(count_at, "forest", None)
+    if hasattr(count_at, "expect"):
+        count_at.expect(budget)
     lo, c_lo = -1.0001, 1.0
     hi, c_hi, hi_state = 1.0001, float(total), None
     last: list[str] = []
