@@ -11,11 +11,18 @@ step; in exact mode the counter is :class:`SearchCounter`, which gives the struc
   spatial count M1(tau) for every tau at once;
 - the search aims with that exact M1(tau) (:func:`_aim`): only the fraction M2 / M1 kept
   by the temporal step is interpolated between the bracket's ends, so it lands within the
-  settling band in a few steps;
-- the temporal similarities of every spatial representative seen are kept above the
-  bracket's lower end (:class:`_RepPairs`, representatives identified across taus by
-  their smallest member and size), so a step multiplies only the representatives that
-  earlier steps did not have.
+  settling band in a few steps; below the largest tau where M1 is under the budget the
+  count is too, a lower end known before any step, so the first step's pairs are kept;
+- the temporal similarities of the spatial representatives are kept above the bracket's
+  lower end (:class:`_RepPairs`, representatives identified across taus by their
+  smallest member and size): a step computes only the pairs of its own representatives
+  that no earlier step had (its new ones, and seen ones never present at one step), and
+  a step computes only its count: the means of the structure used are computed once, at
+  the end (:class:`_LazyStructure`), and only representatives not seen before are
+  averaged and normalised;
+- where no spatial tree weight lies inside the bracket the partition is fixed and the
+  count, monotone there, is read at every temporal event from the cache without a pass
+  (:func:`_within`): a count that jumps across the settling band ends the search at once.
 
 Search state lives in the counter object (one per call), never in module globals.
 """
@@ -286,8 +293,8 @@ def aiming_forest(sims: Tensor | None) -> _SpatialForest | None:
 
 
 class PassCounter:
-    """count_at running a full structure pass per step (official mode), aimed with the
-    exact-mode forest: the same steps as :class:`SearchCounter` where the counts agree."""
+    """count_at running a full structure pass per step (official mode where a graph can
+    be sampled), aimed with the exact-mode forest."""
 
     def __init__(self, structure, xn: Tensor) -> None:
         self.structure = structure
@@ -306,10 +313,12 @@ class SearchCounter:
       spanning forest per frame gives the spatial step at any tau (:class:`_SpatialForest`)
       and the spatial count M1(tau) for every tau (``spatial_count``, used by the search
       to aim);
-    - the temporal similarities of every representative seen are kept above the
-      bracket's lower end (:class:`_RepPairs`), so a step multiplies only the
-      representatives that the previous steps did not have (the first step, with no
-      lower end yet, runs the plain temporal step and keeps nothing).
+    - the temporal similarities of the representatives are kept above the bracket's
+      lower end (:class:`_RepPairs`), so a step multiplies only the pairs of its own
+      representatives that the previous steps did not have (before any lower end is
+      known, from :meth:`expect` or a step, the plain temporal step runs and keeps
+      nothing);
+    - a step returns a :class:`_LazyStructure`: its count, and its means when read.
     """
 
     def __init__(self, xw: Tensor, xn: Tensor) -> None:
