@@ -19,6 +19,10 @@ resident before it (sampled every millisecond by a thread; on CUDA, peak allocat
     .venv/bin/python benchmarks/bench_prefill.py [--repeats 2] [--settings full,scc@0.25,...]
         [--layers 24] [--device cpu] [--record]
 
+Settings are METHOD@RETENTION, or ``full``; ``scc-tau@R`` is SCC's tau mode at the tau that
+``scc@R``'s exact-count search picks on these inputs (found by one untimed prefill): the
+floor under the search's cost, measured in the same run.
+
 --record appends the figures, with the machine and date, to benchmarks/RESULTS.md.
 """
 
@@ -39,7 +43,7 @@ import vistoken as vt
 
 HERE = Path(__file__).resolve().parent
 FRAMES, GRID, TEXT_BEFORE, TEXT_AFTER = 32, (14, 14), 50, 50
-DEFAULT_SETTINGS = "full,scc@0.25,scc@0.1,uniform@0.1,fastv@0.1"
+DEFAULT_SETTINGS = "full,scc@0.25,scc@0.1,scc-tau@0.1,uniform@0.1,fastv@0.1"
 
 
 def build_model(layers: int, device: str):
@@ -159,7 +163,16 @@ def prefill(model, inputs: dict) -> None:
 def run_setting(model, inputs: dict, setting: str, repeats: int, device: str) -> dict:
     method, _, ratio = setting.partition("@")
     handle = None
-    if method != "full":
+    if method == "scc-tau":  # SCC's tau mode at the tau the retention search picks there
+        probe = vt.apply(model, "scc", retention=float(ratio))
+        try:
+            prefill(model, inputs)
+            tau = probe.last[0].info["tau"]
+        finally:
+            probe.remove()
+        handle = vt.apply(model, "scc", tau=tau)
+        handle.sync_timing = True
+    elif method != "full":
         handle = vt.apply(model, method, retention=float(ratio))
         handle.sync_timing = True  # compress_seconds: the compressor's device time
     try:
