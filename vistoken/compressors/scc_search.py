@@ -128,12 +128,18 @@ class _SpatialForest:
         under = (m1 < budget).nonzero()
         return float(w[int(under[-1])]) if under.numel() else -2.0
 
+    def labels(self, tau: float) -> Tensor:
+        """(T*N,) the smallest member of every token's spatial component at tau."""
+        keep = self.w > tau
+        return edge_components(self.t * self.n, self.ei[keep], self.ej[keep])
+
+    def degree(self, tau: float) -> Tensor:
+        """(T*N,) every token's degree in its frame's graph at tau, self-loop counted."""
+        return 1 + count_true(self.off > tau, -1).flatten()
+
     def partition(self, tau: float) -> tuple[Tensor, Tensor]:
         """``spatial_step``'s partition at tau: comp (T*N,), hubs (M1,)."""
-        keep = self.w > tau
-        labels = edge_components(self.t * self.n, self.ei[keep], self.ej[keep])
-        degree = 1 + count_true(self.off > tau, -1).flatten()
-        return hub_order(labels, degree)
+        return hub_order(self.labels(tau), self.degree(tau))
 
     def step(self, x: Tensor, tau: float) -> tuple[Tensor, Tensor, Tensor]:
         """``spatial_step(x, xn, tau)``: comp (T*N,), hubs (M1,), reps (M1, D)."""
@@ -269,16 +275,25 @@ class _RepPairs:
         out[ids] = True
         return out
 
-    def temporal(self, ids: Tensor, m1: int, tau: float) -> tuple[Tensor, Tensor]:
-        """The components of ``temporal_step`` at tau over the M1 representatives of cache
-        ids ``ids``, from the cached pairs -> comp (M1,), hubs (M2,)."""
-        dev = ids.device
-        pos = torch.full((self.n,), -1, dtype=torch.long, device=dev)
-        pos[ids] = torch.arange(m1, device=dev)
+    def _edges(self, ids: Tensor, tau: float) -> tuple[Tensor, Tensor]:
+        """The temporal edges at tau among cache ids ``ids``, as positions in ``ids``."""
+        pos = torch.full((self.n,), -1, dtype=torch.long, device=ids.device)
+        pos[ids] = torch.arange(ids.numel(), device=ids.device)
         sel = self.ps > tau
         ei, ej = pos[self.pa[sel]], pos[self.pb[sel]]
         both = (ei >= 0) & (ej >= 0)
-        ei, ej = ei[both], ej[both]
+        return ei[both], ej[both]
+
+    def count(self, ids: Tensor, tau: float) -> int:
+        """The temporal step's count at tau over the representatives ``ids``."""
+        m = ids.numel()
+        labels = edge_components(m, *self._edges(ids, tau))
+        return int(count_true(labels == torch.arange(m, device=ids.device)))
+
+    def temporal(self, ids: Tensor, m1: int, tau: float) -> tuple[Tensor, Tensor]:
+        """The components of ``temporal_step`` at tau over the M1 representatives of cache
+        ids ``ids``, from the cached pairs -> comp (M1,), hubs (M2,)."""
+        ei, ej = self._edges(ids, tau)
         degree = 1 + torch.bincount(ei, minlength=m1) + torch.bincount(ej, minlength=m1)
         return hub_order(edge_components(m1, ei, ej), degree)
 
@@ -360,7 +375,7 @@ class SearchCounter:
         """The count at tau in (lo, hi) of :meth:`events`: lo's partition, the temporal
         edges > tau (from the cache)."""
         p, ids = self._ids[lo]
-        return p.temporal(ids, ids.numel(), tau)[1].numel()
+        return p.count(ids, tau)
 
     def _pair_floor(self, tau: float, lo: float, m1: int) -> None:
         """A fresh pair cache with floor min(lo, tau), marked full at once when the pairs
@@ -396,12 +411,20 @@ class SearchCounter:
         self.steps += 1
         t, n, d = self.xw.shape
         flat = self.xw.reshape(t * n, d)
-        reps1 = None
-        if self.forest is not None:  # the partition; means only where they are needed
-            comp1, hubs1 = self.forest.partition(tau)
+        total = t * n
+        reps1 = labels = None
+        if self.forest is not None:  # components only; hub order and means when needed
+            labels = self.forest.labels(tau)
+            is_root = labels == torch.arange(total, device=labels.device)
+            first = is_root.nonzero().squeeze(1)  # every component's smallest member
+            comp1 = (torch.cumsum(is_root, 0) - 1)[labels]  # numbered by smallest member
+            m1 = first.numel()
         else:
             comp1, hubs1, reps1 = spatial_step(self.xw, self.xn, tau, sims=self.sims)
-        m1, total = hubs1.numel(), comp1.numel()
+            m1 = hubs1.numel()
+            first = torch.full((m1,), total, dtype=torch.long, device=comp1.device)
+            first = first.scatter_reduce(0, comp1, torch.arange(total, device=comp1.device),
+                                         "amin")
         size1 = segment_count(comp1, m1)
         p = self.pairs
         lo = max(lo, self.known_lo) if self.known_lo < tau else lo
@@ -409,9 +432,6 @@ class SearchCounter:
         if use_cache and (p is None or tau < p.floor or (p.full and lo > p.floor)):
             self._pair_floor(tau, lo, m1)
         if use_cache and not self.pairs.full:
-            first = torch.full((m1,), total, dtype=torch.long, device=comp1.device)
-            first = first.scatter_reduce(0, comp1, torch.arange(total, device=comp1.device),
-                                         "amin")
             keys = first * (total + 1) + size1
             ids, new = self.pairs.lookup(keys)
             where = new.nonzero().squeeze(1)
@@ -421,39 +441,65 @@ class SearchCounter:
             rn = _unit_rows(raw) if raw is not None else self.xw.new_empty(0, d)
             ids[where] = self.pairs.add(keys[where], rn, ids[~new], tau)
         if use_cache and not self.pairs.full:
-            self._ids[tau] = (self.pairs, ids)
-            comp2, hubs2 = self.pairs.temporal(ids, m1, tau)
-        else:
-            if reps1 is None:
-                reps1 = segment_mean(flat, comp1, m1)
-            graph = BlockGraph(normalize(reps1), tau)
-            comp2, hubs2 = hub_order(graph.components(), graph.degree)
-        return hubs2.numel(), _LazyStructure(flat, comp1, hubs1, size1, comp2, hubs2, reps1)
+            cache = self.pairs
+            self._ids[tau] = (cache, ids)
+            count = cache.count(ids, tau)
+            if labels is None:  # comp1 is in hub order already
+                return count, _LazyStructure(
+                    flat, m1, lambda: (comp1, hubs1, *cache.temporal(ids, m1, tau), reps1)
+                )
+            forest = self.forest
+
+            def build():  # the hub order of the spatial and temporal steps
+                c1, h1 = hub_order(labels, forest.degree(tau))
+                ids_h = ids[comp1[h1]]  # the cache id of every component, in hub order
+                return (c1, h1, *cache.temporal(ids_h, m1, tau), None)
+
+            return count, _LazyStructure(flat, m1, build)
+        if labels is not None:
+            comp1, hubs1 = hub_order(labels, self.forest.degree(tau))
+        if reps1 is None:
+            reps1 = segment_mean(flat, comp1, m1)
+        graph = BlockGraph(normalize(reps1), tau)
+        comp2, hubs2 = hub_order(graph.components(), graph.degree)
+        return hubs2.numel(), _LazyStructure(flat, m1, lambda: (comp1, hubs1, comp2, hubs2, reps1))
 
 
 class _LazyStructure:
-    """The :class:`SCCStructure` of one search step, its means computed only when read.
+    """The :class:`SCCStructure` of one search step, built only when read.
 
-    A search step needs only the count; the temporal representatives (two segment means
-    over (T*N, D) and (M1, D)) are computed for the one step whose structure is used, by
-    the same calls as ``scc_structure`` (the same bits)."""
+    A search step needs only the count; the hub order of both steps and the temporal
+    representatives (two segment means over (T*N, D) and (M1, D)) are computed for the one
+    step whose structure is used, by the same calls as ``scc_structure`` (the same bits).
+    ``build() -> (comp1, hubs1, comp2, hubs2, reps1 or None)`` in hub order."""
 
-    def __init__(self, flat, comp1, hubs1, size1, comp2, hubs2, reps1=None) -> None:
-        self.flat, self.comp1, self.comp2, self._reps1 = flat, comp1, comp2, reps1
-        self.spatial_tokens = hubs1.numel()
-        self.anchors = hubs1[hubs2]
-        self.support = segment_sum(size1.unsqueeze(1), comp2, hubs2.numel()).squeeze(1)
-        self._reps: Tensor | None = None
+    def __init__(self, flat: Tensor, m1: int, build) -> None:
+        self.flat, self.spatial_tokens, self._build = flat, m1, build
+        self._done: tuple[Tensor, Tensor, Tensor] | None = None
+
+    def _get(self) -> tuple[Tensor, Tensor, Tensor]:
+        if self._done is None:
+            comp1, hubs1, comp2, hubs2, reps1 = self._build()
+            m1, m2 = hubs1.numel(), hubs2.numel()
+            if reps1 is None:
+                reps1 = segment_mean(self.flat, comp1, m1)
+            size1 = segment_count(comp1, m1)
+            support = segment_sum(size1.unsqueeze(1), comp2, m2).squeeze(1)
+            self._done = (segment_mean(reps1, comp2, m2), hubs1[hubs2], support)
+            self._build = None
+        return self._done
 
     @property
     def reps(self) -> Tensor:
-        if self._reps is None:
-            reps1 = self._reps1
-            if reps1 is None:
-                reps1 = segment_mean(self.flat, self.comp1, self.spatial_tokens)
-            self._reps = segment_mean(reps1, self.comp2, self.anchors.numel())
-            self._reps1 = None
-        return self._reps
+        return self._get()[0]
+
+    @property
+    def anchors(self) -> Tensor:
+        return self._get()[1]
+
+    @property
+    def support(self) -> Tensor:
+        return self._get()[2]
 
 
 def _unit_rows(v: Tensor) -> Tensor:
