@@ -67,16 +67,11 @@ def real_features(frames: int, seed: int = 0, clip: str = "bigbuckbunny") -> tor
 
 
 def synthetic_features(frames: int, seed: int = 0, k: int = 48) -> torch.Tensor:
-    """Video-like tokens: 14x14 label maps from slowly drifting smooth fields over k
-    prototypes, plus noise."""
-    g = torch.Generator().manual_seed(seed)
-    protos = torch.randn(k, D, generator=g)
-    base = torch.randn(1, k, 4, 4, generator=g)
-    drift = torch.randn(1, k, 4, 4, generator=g) * 0.05
-    fields = base + drift * torch.arange(frames).view(frames, 1, 1, 1)
-    fields = torch.nn.functional.interpolate(fields, size=(14, 14), mode="bicubic")
-    labels = fields.argmax(1).reshape(frames, 196)
-    return protos[labels] + 0.35 * torch.randn(frames, 196, D, generator=g)
+    """Video-like tokens (``vistoken.testing.prototype_video``): 14x14 label maps from
+    slowly drifting smooth fields over k prototypes, plus noise."""
+    from vistoken.testing import prototype_video
+
+    return prototype_video(frames, 14, D, k, 0.35, seed)
 
 
 def tiled(x: torch.Tensor, times: int, seed: int = 1) -> torch.Tensor:

@@ -594,26 +594,14 @@ def test_every_node_sampled_is_every_size_fully_sampled():
             assert every_node_sampled(total, eps) == want, (eps, total)
 
 
-def _prototype_video(frames: int, side: int, d: int, k: int = 24, seed: int = 0):
-    """Tokens of k prototypes over smooth drifting label maps plus noise (bench_scc's
-    synthetic features, small): counts jump by many components at single taus."""
-    g = torch.Generator().manual_seed(seed)
-    protos = torch.randn(k, d, generator=g)
-    base = torch.randn(1, k, 4, 4, generator=g)
-    drift = torch.randn(1, k, 4, 4, generator=g) * 0.05
-    fields = base + drift * torch.arange(frames).view(frames, 1, 1, 1)
-    fields = torch.nn.functional.interpolate(fields, size=(side, side), mode="bicubic")
-    labels = fields.argmax(1).reshape(frames, side * side)
-    return protos[labels] + 0.35 * torch.randn(frames, side * side, d, generator=g)
-
-
 def test_search_inside_a_fixed_partition_counts_like_a_pass():
     # When no spatial tree weight lies inside the bracket, the search takes the count at
     # every temporal event from the pair cache; those counts must be a pass's, and the
     # result the tau pass at the tau reported plus the settling rule.
     from vistoken.compressors import scc_search
+    from vistoken.testing import prototype_video
 
-    x = _prototype_video(8, 10, 64)
+    x = prototype_video(8, side=10, dim=64, k=24)
     xn = normalize(x)
     seen = []
     orig = scc_search._within

@@ -6,7 +6,8 @@ without downloading a checkpoint (``vistoken`` itself never imports it). Each
 builder makes a real transformers model class from a small config (a few hundred thousand
 parameters, CPU-friendly) with deterministic weights, and ``*_inputs`` builds what that
 family's processor would return (placeholder runs of the right length, pixels, grids,
-``mm_token_type_ids``, left padding for batches).
+``mm_token_type_ids``, left padding for batches). :func:`prototype_video` makes video-like
+visual tokens for the compressors.
 """
 
 from __future__ import annotations
@@ -20,6 +21,23 @@ VOCAB = 256
 IMAGE_ID = 250
 VIDEO_ID = 251
 PAD_ID = 0
+
+
+def prototype_video(
+    frames: int, side: int = 14, dim: int = 896, k: int = 48, noise: float = 0.35, seed: int = 0
+) -> Tensor:
+    """(frames, side * side, dim) video-like tokens: side x side label maps of k prototypes,
+    from slowly drifting smooth random fields, plus Gaussian noise. Regions persist across
+    frames and similarities cluster sharply (SCC's counts jump by many components at single
+    taus). Deterministic for a seed."""
+    g = torch.Generator().manual_seed(seed)
+    protos = torch.randn(k, dim, generator=g)
+    base = torch.randn(1, k, 4, 4, generator=g)
+    drift = torch.randn(1, k, 4, 4, generator=g) * 0.05
+    fields = base + drift * torch.arange(frames).view(frames, 1, 1, 1)
+    fields = torch.nn.functional.interpolate(fields, size=(side, side), mode="bicubic")
+    labels = fields.argmax(1).reshape(frames, side * side)
+    return protos[labels] + noise * torch.randn(frames, side * side, dim, generator=g)
 
 
 def _text(**over: Any) -> dict[str, Any]:

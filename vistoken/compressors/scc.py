@@ -125,12 +125,21 @@ def spatial_step(
     return comp, hubs, reps
 
 
-def temporal_step(reps: Tensor, tau: float, sampled: Tensor | None = None, unit=normalize):
-    """Components over the M1 spatial representatives -> comp (M1,), hubs (M2,), reps (M2, D).
+def temporal_components(
+    reps: Tensor, tau: float, sampled: Tensor | None = None, unit=normalize
+) -> tuple[Tensor, Tensor]:
+    """The temporal step's components over the M1 spatial representatives, in hub order
+    -> comp (M1,), hubs (M2,).
 
     unit: the unit vectors the similarities are computed from (``normalize``: work dtype)."""
     graph = BlockGraph(unit(reps), tau, sampled)
-    comp, hubs = hub_order(graph.components(), graph.degree)
+    return hub_order(graph.components(), graph.degree)
+
+
+def temporal_step(reps: Tensor, tau: float, sampled: Tensor | None = None, unit=normalize):
+    """Components over the M1 spatial representatives -> comp (M1,), hubs (M2,), reps (M2, D)
+    (:func:`temporal_components`, then their means)."""
+    comp, hubs = temporal_components(reps, tau, sampled, unit)
     return comp, hubs, segment_mean(reps, comp, hubs.numel())
 
 

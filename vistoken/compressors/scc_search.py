@@ -34,18 +34,10 @@ import math
 import torch
 from torch import Tensor
 
-from ..ops import (
-    BlockGraph,
-    hub_order,
-    normalize,
-    row_block,
-    segment_count,
-    segment_mean,
-    segment_sum,
-)
+from ..ops import hub_order, normalize, row_block, segment_count, segment_mean, segment_sum
 from ..ops.components import count_true, edge_components, spanning_forest
 from ..ops.similarity import BLOCK_ELEMENTS
-from .scc import SCCStructure, spatial_step
+from .scc import SCCStructure, spatial_step, temporal_components
 
 __all__ = ["PassCounter", "SearchCounter", "frame_similarities", "search_tau"]
 
@@ -110,13 +102,11 @@ class _SpatialForest:
         self.off = sims
         self.off.diagonal(dim1=1, dim2=2).fill_(-torch.inf)
 
-    def _tau(self, tau: float, size: int = 1) -> Tensor:
-        # the threshold as a tensor of the similarities' dtype: the rounding of ``sims > tau``
-        return torch.full((size, 1), tau, dtype=self.w.dtype, device=self.w.device)
-
     def count(self, tau: float) -> int:
         """M1(tau): T*N minus the tree edges of weight > tau."""
-        below = torch.searchsorted(self.w_sorted, self._tau(tau).view(1), right=True)
+        # the threshold in the similarities' dtype: the rounding of ``sims > tau``
+        at = torch.full((1,), tau, dtype=self.w.dtype, device=self.w.device)
+        below = torch.searchsorted(self.w_sorted, at, right=True)
         return self.t * self.n - (self.w.numel() - int(below))
 
     def below(self, budget: int) -> float:
@@ -137,14 +127,10 @@ class _SpatialForest:
         """(T*N,) every token's degree in its frame's graph at tau, self-loop counted."""
         return 1 + count_true(self.off > tau, -1).flatten()
 
-    def partition(self, tau: float) -> tuple[Tensor, Tensor]:
-        """``spatial_step``'s partition at tau: comp (T*N,), hubs (M1,)."""
-        return hub_order(self.labels(tau), self.degree(tau))
-
     def step(self, x: Tensor, tau: float) -> tuple[Tensor, Tensor, Tensor]:
         """``spatial_step(x, xn, tau)``: comp (T*N,), hubs (M1,), reps (M1, D)."""
         t, n, d = x.shape
-        comp, hubs = self.partition(tau)
+        comp, hubs = hub_order(self.labels(tau), self.degree(tau))
         return comp, hubs, segment_mean(x.reshape(t * n, d), comp, hubs.numel())
 
 
@@ -460,8 +446,7 @@ class SearchCounter:
             comp1, hubs1 = hub_order(labels, self.forest.degree(tau))
         if reps1 is None:
             reps1 = segment_mean(flat, comp1, m1)
-        graph = BlockGraph(normalize(reps1), tau)
-        comp2, hubs2 = hub_order(graph.components(), graph.degree)
+        comp2, hubs2 = temporal_components(reps1, tau)
         return hubs2.numel(), _LazyStructure(flat, m1, lambda: (comp1, hubs1, comp2, hubs2, reps1))
 
 
